@@ -1,0 +1,1 @@
+"""Shared code of the anime ML pipeline: what more than one numbered step needs."""
