@@ -1,0 +1,48 @@
+"""Train/validation/test splits grouped by anime (or franchise), seeded, saved to disk and reused.
+
+A split is a CSV of `group,split`. Every model of a task reads the same file, so their test rows are the same;
+rows of one group (all posters of one anime) never land in two splits.
+"""
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from sklearn.model_selection import train_test_split
+
+from animeml.cli import PipelineError, write_csv
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_groups(groups, val=0.15, test=0.15, seed=42, labels=None):
+    """Map each unique group to train/val/test. With `labels` (one multi-hot row per group, aligned with
+    `np.unique(groups)`) the split is iteratively stratified, so rare labels reach every split."""
+    unique = np.unique(np.asarray(groups))
+    if len(unique) < 3:
+        raise PipelineError(f"need at least 3 groups to split, got {len(unique)}")
+    index = np.arange(len(unique))
+    if labels is None:
+        rest, test_idx = train_test_split(index, test_size=test, random_state=seed)
+        train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), random_state=seed)
+    else:
+        labels = np.asarray(labels)
+        outer = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test, random_state=seed)
+        rest, test_idx = next(outer.split(index, labels))
+        inner = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val / (1 - test), random_state=seed)
+        train_rel, val_rel = next(inner.split(rest, labels[rest]))
+        train_idx, val_idx = rest[train_rel], rest[val_rel]
+    split = np.empty(len(unique), dtype=object)
+    split[train_idx], split[val_idx], split[test_idx] = "train", "val", "test"
+    return pd.DataFrame({"group": unique, "split": split})
+
+
+def load_or_make_split(path, groups, **kwargs):
+    """Reuse the split saved at `path`; make and save one if absent. Groups new since then go to train, so a
+    test set never changes once written. Returns an array of split names aligned with `groups`."""
+    groups = pd.Series(np.asarray(groups))
+    if path.exists():
+        table = pd.read_csv(path, dtype={"group": groups.dtype})
+    else:
+        table = assign_groups(groups, **kwargs)
+        write_csv(table, path)
+    split_of = dict(zip(table["group"], table["split"]))
+    return groups.map(split_of).fillna("train").to_numpy()

@@ -1,0 +1,28 @@
+import numpy as np
+import pandas as pd
+
+from animeml.splits import assign_groups, load_or_make_split
+
+
+def test_groups_never_cross_splits_and_split_is_reused(tmp_path):
+    groups = np.repeat(np.arange(60), 3)
+    path = tmp_path / "split.csv"
+    first = load_or_make_split(path, groups, seed=1)
+    per_group = pd.DataFrame({"g": groups, "s": first}).groupby("g")["s"].nunique()
+    assert (per_group == 1).all()
+    assert set(first) == {"train", "val", "test"}
+    again = load_or_make_split(path, groups, seed=999)
+    assert (again == first).all()
+    with_new = load_or_make_split(path, np.append(groups, 1000))
+    assert with_new[-1] == "train" and (with_new[:-1] == first).all()
+
+
+def test_multilabel_split_puts_a_rare_label_in_every_split():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 4)) < [0.5, 0.3, 0.2, 0.06]).astype(int)
+    table = assign_groups(np.arange(200), val=0.2, test=0.2, seed=0, labels=labels)
+    for name in ("train", "val", "test"):
+        rare = labels[table["split"].to_numpy() == name, 3]
+        assert rare.sum() >= 1
+    sizes = table["split"].value_counts(normalize=True)
+    assert abs(sizes["test"] - 0.2) < 0.05 and abs(sizes["val"] - 0.2) < 0.05
