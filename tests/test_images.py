@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from animeml.images import image_dataset, load_image
+
+SIZE = (24, 16)
+
+
+@pytest.fixture
+def image_paths(tmp_path):
+    """Six small images: RGB jpg, RGB png and grayscale png, in two sizes."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        shape = (40 + 10 * (i % 2), 30, 1 if i % 3 == 2 else 3)
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        if i % 3 == 0:
+            data, suffix = tf.io.encode_jpeg(pixels), "jpg"
+        else:
+            data, suffix = tf.io.encode_png(pixels), "png"
+        path = tmp_path / f"{i}.{suffix}"
+        tf.io.write_file(str(path), data)
+        paths.append(str(path))
+    return paths
+
+
+def first_batch(ds):
+    return next(iter(ds))
+
+
+def test_load_image_gives_float_rgb_in_pixel_range(image_paths):
+    for path in image_paths:
+        image = load_image(path, SIZE)
+        assert image.shape == (*SIZE, 3) and image.dtype == tf.float32
+        assert 0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 255
+    gray = load_image(image_paths[2], 8)
+    assert gray.shape == (8, 8, 3)
+    np.testing.assert_allclose(gray[..., 0], gray[..., 2])
+
+
+def test_dataset_shapes_with_regression_and_multi_hot_targets(image_paths):
+    images = first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=4))
+    assert images.shape == (4, *SIZE, 3) and images.dtype == tf.float32
+
+    scores = np.linspace(5, 9, len(image_paths))
+    images, targets = first_batch(image_dataset(image_paths, scores, image_size=SIZE, batch_size=4))
+    assert targets.shape == (4,) and targets.dtype == tf.float32
+    np.testing.assert_allclose(targets, scores[:4], rtol=1e-6)
+
+    genres = np.eye(3)[np.arange(len(image_paths)) % 3]
+    batches = list(image_dataset(image_paths, genres, image_size=8, batch_size=4, training=True))
+    assert [b[1].shape for b in batches] == [(4, 3), (2, 3)]
+    for images, _ in batches:
+        assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
+
+
+def test_features_dict_rows_follow_their_images(image_paths):
+    features = {"year": np.arange(len(image_paths), dtype=np.float64),
+                "genres": np.ones((len(image_paths), 5), dtype=np.float32)}
+    inputs, targets = first_batch(image_dataset(image_paths, np.arange(6), features, SIZE, batch_size=6))
+    assert set(inputs) == {"image", "year", "genres"}
+    assert inputs["image"].shape == (6, *SIZE, 3)
+    assert inputs["year"].dtype == tf.float32 and inputs["genres"].shape == (6, 5)
+    np.testing.assert_array_equal(inputs["year"], targets)
+
+    # training shuffles, but every feature row still travels with its own target
+    inputs, targets = first_batch(image_dataset(image_paths, np.arange(6), features, SIZE, 6, training=True))
+    np.testing.assert_array_equal(inputs["year"], targets)
+    assert set(first_batch(image_dataset(image_paths, features=features, image_size=SIZE))) == set(inputs)
+
+
+def test_augmentation_only_when_training(image_paths):
+    plain = [first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=6)) for _ in range(2)]
+    np.testing.assert_array_equal(plain[0], plain[1])
+    np.testing.assert_allclose(plain[0][0], load_image(image_paths[0], SIZE))
+
+    targets = np.arange(6)
+    ds = image_dataset(image_paths, targets, image_size=SIZE, batch_size=6, training=True, seed=1)
+    (epoch1, order1), (epoch2, order2) = first_batch(ds), first_batch(ds)
+    assert sorted(order1.numpy()) == list(targets)
+    same_image = epoch2.numpy()[np.argsort(order2)] - epoch1.numpy()[np.argsort(order1)]
+    assert np.abs(same_image).mean() > 1.0  # two epochs see different crops/flips/colours of each image
+
+
+def test_cache_in_memory_and_on_disk(image_paths, tmp_path):
+    expected = first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=6))
+    in_memory = image_dataset(image_paths, image_size=SIZE, batch_size=6, cache=True)
+    np.testing.assert_array_equal(first_batch(in_memory), expected)
+
+    cache_file = tmp_path / "cache" / "posters"
+    cache_file.parent.mkdir()
+    on_disk = image_dataset(image_paths, image_size=SIZE, batch_size=6, cache=cache_file)
+    np.testing.assert_array_equal(list(on_disk)[0], expected)  # a full pass writes the cache file
+    assert list(cache_file.parent.glob("posters*.index"))
+
+    # the second pass reads the cache, not the (now missing) files
+    for path in image_paths:
+        tf.io.gfile.remove(path)
+    np.testing.assert_array_equal(first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=6,
+                                                            cache=cache_file)), expected)
+
+
+def test_mismatched_lengths_are_rejected(image_paths):
+    with pytest.raises(ValueError, match="targets has 2 rows"):
+        image_dataset(image_paths, targets=[1.0, 2.0])
