@@ -164,3 +164,13 @@ def plot_pr_curves(y_true, y_prob, labels, path, title="Precision-recall per lab
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def bootstrap_interval(y_true, y_prob, thresholds, average="micro", n_boot=1000, seed=0, level=0.95):
+    """Percentile interval of F1 over rows resampled with replacement (same resamples for every model when
+    `seed` is the same)."""
+    y_true, y_pred = np.asarray(y_true), predict(y_prob, thresholds)
+    indices = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
+    scores = [f1_score(y_true[i], y_pred[i], average=average, zero_division=0) for i in indices]
+    tail = (1 - level) / 2 * 100
+    return tuple(float(v) for v in np.percentile(scores, [tail, 100 - tail]))

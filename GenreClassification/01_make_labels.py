@@ -1,0 +1,59 @@
+"""Genre step 01: multi-hot labels of the top-N genres for every poster, and the split grouped by anime.
+
+Reads data/ani_data_merged.csv; writes data/genres/labels.csv (one row per poster: split, genres, one 0/1 column
+per genre), data/genres/genres.json (the genre vocabulary), data/genres/split.csv (anime_id -> split, iteratively
+stratified on the genres, seeded; reused once written) and data/genres/split_counts.csv (posters per genre and
+split).
+
+    python GenreClassification/01_make_labels.py --top 10
+    python GenreClassification/01_make_labels.py --types TV Movie --catalog-covers ../shared/data/posters
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from animeml import paths
+from animeml.cli import PipelineError, atomic_path, run, write_csv
+from animeml.genres import catalog_rows, genres_dir, label_posters, labels_csv, split_counts, vocabulary_json
+from animeml.merge import read_merged
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
+    parser.add_argument("--top", type=int, default=10, help="number of most frequent genres to keep")
+    parser.add_argument("--types", nargs="+", help="keep only these anime types (e.g. TV Movie); unknown dropped")
+    parser.add_argument("--catalog-covers", type=Path, metavar="DIR",
+                        help="a posters folder with catalog_covers.csv: its covers become extra training rows")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if not args.merged.exists():
+        raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
+
+    merged = read_merged(args.merged)
+    table, genres = label_posters(merged, args.top, genres_dir() / "split.csv", seed=args.seed)
+    if args.catalog_covers:
+        catalog_csv = args.catalog_covers / "catalog_covers.csv"
+        if not catalog_csv.exists():
+            raise PipelineError(f"{catalog_csv} not found")
+        table = pd.concat([table, catalog_rows(catalog_csv, args.catalog_covers / "catalog_covers", merged, table,
+                                               genres)], ignore_index=True)
+    if args.types:
+        table = table[table["type"].isin(args.types)].reset_index(drop=True)
+    if table.empty:
+        raise PipelineError("no poster left with a genre of the vocabulary")
+
+    write_csv(table, labels_csv())
+    with atomic_path(vocabulary_json()) as tmp:
+        tmp.write_text(json.dumps({"genres": genres}, indent=2))
+    counts = split_counts(table, genres)
+    write_csv(counts, genres_dir() / "split_counts.csv")
+    print(counts.to_string(index=False))
+    print(f"wrote {labels_csv()}: {len(table)} posters of {table['anime_id'].nunique()} anime, {len(genres)} genres "
+          f"({(table['source'] == 'catalog').sum()} catalog covers)")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,96 @@
+"""Genre step 03: every trained genre model and the label-prior baseline on the test split, measured the same way.
+
+For each data/models/genres_*.h5 (or --models): test metrics (micro/macro F1, precision, recall, per-genre F1, mAP,
+top-1/top-3 accuracy) under three threshold schemes: one per genre and one shared (both tuned on validation,
+read from the sidecar) and a fixed 0.5. The label-prior baseline scores each genre with its train frequency,
+thresholds tuned on validation the same way; the best constant genre set chosen on the test split itself is
+listed too, as the ceiling of any constant prediction.
+
+Writes data/genres/results.csv and results.md, pr_curves_<model>.png and examples.png (test posters of the model
+with the best validation micro-F1, predicted and true genres).
+
+    python GenreClassification/03_evaluate.py
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from animeml import paths
+from animeml.cli import PipelineError, atomic_path, run, write_csv
+from animeml.genres import (SCHEMES, genres_dir, load_model, markdown_results, plot_examples, predict_table,
+                            read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
+from animeml.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
+
+SUMMARY_COLUMNS = ["model", "loss", "scheme", "micro_f1", "micro_precision", "micro_recall", "macro_f1", "map",
+                   "top1_accuracy", "top3_accuracy"]
+EXAMPLES = 12
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, nargs="+", help="genre .h5 models (default data/models/genres_*.h5)")
+    args = parser.parse_args()
+    models = args.models or sorted(paths.models_dir().glob("genres_*.h5"))
+    if not models:
+        raise PipelineError("no genre model found: train one with GenreClassification/02_train.py")
+
+    table, genres = read_labels()
+    split = {name: table[table["split"] == name] for name in ("train", "val", "test")}
+    y_train, y_val, y_test = (targets(split[name], genres) for name in ("train", "val", "test"))
+    out = genres_dir()
+
+    rows, best = [], None
+    for model_file in tqdm(models, desc="models"):
+        model, sidecar = load_model(model_file)
+        if sidecar["genres"] != genres:
+            raise PipelineError(f"{model_file} was trained on other genres than data/genres/genres.json")
+        prob_test = predict_table(model, split["test"]["image_path"], sidecar["image_size"])
+        for scheme in SCHEMES:
+            rows.append(result_row(y_test, prob_test, scheme_thresholds(sidecar, scheme), genres,
+                                   model=sidecar["model"], loss=sidecar["loss"], scheme=scheme,
+                                   val_micro_f1=sidecar["val_micro_f1"]))
+        plot_pr_curves(y_test, prob_test, genres, out / f"pr_curves_{model_file.stem}.png",
+                       title=f"{sidecar['model']} ({sidecar['loss']}): test precision-recall per genre")
+        if best is None or sidecar["val_micro_f1"] > best[1]["val_micro_f1"]:
+            best = (model_file, sidecar, prob_test)
+
+    prior_val, prior_test = label_prior(y_train, len(y_val)), label_prior(y_train, len(y_test))
+    per_genre, shared = tuned_thresholds(y_val, prior_val)
+    for scheme, thresholds in (("per-genre", per_genre), ("shared", shared)):
+        rows.append(result_row(y_test, prior_test, thresholds, genres, model="label prior", loss="-",
+                               scheme=scheme))
+    constant, _ = best_constant_set(y_test)
+    constant_prob = np.zeros_like(y_test)
+    constant_prob[:, constant] = 1.0
+    rows.append(result_row(y_test, constant_prob, 0.5, genres, model="best constant set (chosen on test)",
+                           loss="-", scheme="always " + ", ".join(genres[j] for j in constant)))
+
+    results = pd.DataFrame(rows)
+    write_csv(results, out / "results.csv")
+    model_file, sidecar, prob_test = best
+    best_row = results[(results["model"] == sidecar["model"]) & (results["loss"] == sidecar["loss"]) &
+                       (results["scheme"] == "per-genre")]
+    per_genre_columns = ["model", "loss", "scheme"] + [f"f1_{g}" for g in genres]
+    prior_rows = results[results["model"] == "label prior"]
+    text = ["# Genre classification from posters: test split", "",
+            f"{len(y_test)} test posters of {split['test']['anime_id'].nunique()} anime, {len(genres)} genres; "
+            f"micro-F1 with its 95% bootstrap interval.", "",
+            markdown_results(results, SUMMARY_COLUMNS), "",
+            f"## F1 per genre (best model on validation: {model_file.name}, and the prior)", "",
+            markdown_results(pd.concat([best_row, prior_rows]), per_genre_columns), ""]
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text("\n".join(text))
+
+    shown = split["test"].sample(min(EXAMPLES, len(y_test)), random_state=0)
+    shown_prob = prob_test[split["test"].index.get_indexer(shown.index)]
+    plot_examples(shown["image_path"].tolist(), targets(shown, genres),
+                  predict(shown_prob, scheme_thresholds(sidecar, "per-genre")), genres, out / "examples.png")
+    print(results[SUMMARY_COLUMNS].to_string(index=False, float_format="%.3f"))
+    print(f"wrote {out / 'results.csv'}, results.md, pr_curves_*.png, examples.png")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,279 @@
+"""Genre classification from posters (GenreClassification/): the labelled table, the model, its training with
+early stopping on validation F1, and the sidecar JSON that makes a saved model usable on its own.
+
+The labelled table (`labels_csv()`) has one row per poster: anime_id, image_path, split, genres ("Action|Drama",
+within the vocabulary) and one 0/1 column per genre; the vocabulary is the sidecar's and `vocabulary_json()`'s.
+"""
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import layers
+
+from animeml.backbones import build_backbone, set_trainable
+from animeml.cli import PipelineError, atomic_path
+from animeml.images import image_dataset
+from animeml.metadata import split_list
+from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, tune_global_threshold,
+                                tune_thresholds)
+from animeml.paths import data_dir, models_dir
+from animeml.splits import SPLITS, load_or_make_split
+
+PRETRAINED = ("efficientnet_lite0", "resnet50", "efficientnetb0", "mobilenetv3small", "xception")
+LOSSES = ("focal", "bce")
+
+
+def genres_dir():
+    return data_dir() / "genres"
+
+
+def labels_csv():
+    return genres_dir() / "labels.csv"
+
+
+def vocabulary_json():
+    return genres_dir() / "genres.json"
+
+
+def model_path(backbone, loss):
+    return models_dir() / f"genres_{backbone}_{loss}.h5"
+
+
+def sidecar_path(model_file):
+    return model_file.with_suffix(".json")
+
+
+def read_labels():
+    """The labelled table and its genre vocabulary, as written by GenreClassification/01_make_labels.py."""
+    if not labels_csv().exists():
+        raise PipelineError(f"{labels_csv()} not found: run GenreClassification/01_make_labels.py first")
+    table = pd.read_csv(labels_csv(), dtype={"genres": str})
+    return table, json.loads(vocabulary_json().read_text())["genres"]
+
+
+def label_posters(merged, n_genres, split_path, seed=42, val=0.15, test=0.15):
+    """One row per poster with a top-`n_genres` genre: its split (grouped by anime, iteratively stratified on
+    the genres, saved at `split_path` and reused) and one 0/1 column per genre. Returns (table, genres)."""
+    genre_lists = merged["genres"].map(split_list)
+    per_anime = genre_lists.groupby(merged["anime_id"]).first()
+    genres = most_frequent_labels(per_anime, n_genres)
+    y = multi_hot(genre_lists.tolist(), genres)
+    keep = y.sum(axis=1) > 0  # a poster with none of the genres has nothing to learn or score
+    rows, y = merged[keep].reset_index(drop=True), y[keep]
+    groups = rows["anime_id"].to_numpy()
+    unique_y = multi_hot(per_anime.loc[np.unique(groups)].tolist(), genres)
+    table = pd.DataFrame({
+        "anime_id": groups,
+        "image_path": rows["image_path"],
+        "source": "poster",
+        "type": rows["type"],
+        "split": load_or_make_split(split_path, groups, labels=unique_y, seed=seed, val=val, test=test),
+        "genres": ["|".join(g for g in genres if g in set(lst)) for lst in genre_lists[keep]],
+    })
+    return pd.concat([table, pd.DataFrame(y, columns=genres)], axis=1), genres
+
+
+def catalog_rows(catalog_csv, covers_dir, merged, table, genres):
+    """Catalog covers as extra training rows. A cover is grouped with its anime (by anime_id, else by title);
+    covers of an anime in the validation or test split are left out, so those splits stay unseen posters."""
+    catalog = pd.read_csv(catalog_csv, dtype={"genres": str})
+    id_of_title = {str(name).casefold(): anime_id for name, anime_id in zip(merged["name"], merged["anime_id"])}
+    matched = [a if pd.notna(a) else id_of_title.get(str(t).casefold()) for a, t in zip(catalog["anime_id"], catalog["title"])]
+    held_out = set(table.loc[table["split"] != "train", "anime_id"])
+    genre_lists = catalog["genres"].map(split_list).tolist()
+    y = multi_hot(genre_lists, genres)
+    keep = np.array([(a is None or int(a) not in held_out) for a in matched]) & (y.sum(axis=1) > 0)
+    extra = pd.DataFrame({
+        "anime_id": [int(a) if a is not None else -1 for a in matched],
+        "image_path": [str(covers_dir / f) for f in catalog["file"]],
+        "source": "catalog",
+        "type": catalog["type"],
+        "split": "train",
+        "genres": ["|".join(g for g in genres if g in set(lst)) for lst in genre_lists],
+    })
+    return pd.concat([extra, pd.DataFrame(y, columns=genres)], axis=1)[keep].reset_index(drop=True)
+
+
+def split_counts(table, genres):
+    """Posters per genre in each split (plus all posters and distinct anime), for the split report."""
+    counts = pd.DataFrame({split: table.loc[table["split"] == split, genres].sum() for split in SPLITS})
+    counts.loc["(posters)"] = [int((table["split"] == s).sum()) for s in SPLITS]
+    counts.loc["(anime)"] = [table.loc[table["split"] == s, "anime_id"].nunique() for s in SPLITS]
+    return counts.rename_axis("genre").reset_index()
+
+
+def targets(table, genres):
+    return table[genres].to_numpy(dtype=np.float32)
+
+
+def make_loss(name):
+    if name == "focal":
+        return keras.losses.BinaryFocalCrossentropy(gamma=2.0)
+    if name == "bce":
+        return keras.losses.BinaryCrossentropy()
+    raise PipelineError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
+
+
+def build_model(backbone_name, n_genres, image_size, pretrained=True, dropout=0.3):
+    """Backbone -> dropout -> one sigmoid per genre. Returns (model, head): `head` is the same two layers on
+    pooled features, so the frozen phase can train them on cached backbone features."""
+    backbone = build_backbone(backbone_name, image_size, weights="imagenet" if pretrained else None)
+    head_dropout = layers.Dropout(dropout, name="head_dropout")
+    head_dense = layers.Dense(n_genres, activation="sigmoid", name="genres")
+    model = keras.Model(backbone.input, head_dense(head_dropout(backbone.output)), name="genre_classifier")
+    features = keras.Input((backbone.output.shape[-1],), name="features")
+    head = keras.Model(features, head_dense(head_dropout(features)), name="genre_head")
+    return model, head
+
+
+def is_pretrained(backbone_name, weights):
+    return backbone_name in PRETRAINED and weights == "imagenet"
+
+
+class ValidationF1(keras.callbacks.Callback):
+    """Micro-F1 on validation (at the best shared threshold) after each epoch; keeps the best weights and stops
+    after `patience` epochs without improvement. Keras' EarlyStopping cannot, since F1 needs a threshold."""
+
+    def __init__(self, inputs, y_val, patience=3):
+        super().__init__()
+        self.inputs, self.y_val, self.patience = inputs, y_val, patience
+        self.best, self.best_weights, self.wait, self.history = -1.0, None, 0, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        prob = self.model.predict(self.inputs, verbose=0)
+        f1 = evaluate(self.y_val, prob, tune_global_threshold(self.y_val, prob), ["_"] * prob.shape[1])["micro_f1"]
+        self.history.append(f1)
+        print(f"  epoch {epoch + 1}: val micro-F1 {f1:.3f}")
+        if f1 > self.best:
+            self.best, self.best_weights, self.wait = f1, self.model.get_weights(), 0
+        else:
+            self.wait += 1
+            self.model.stop_training = self.wait >= self.patience
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def backbone_features(model, paths, image_size, batch_size):
+    """Pooled backbone features of un-augmented images (the frozen backbone's output is all the head sees)."""
+    backbone = keras.Model(model.input, model.get_layer("head_dropout").input)
+    return backbone.predict(image_dataset(paths, image_size=image_size, batch_size=batch_size), verbose=0)
+
+
+def train(table, genres, backbone_name, loss_name, image_size=160, pretrained=True, frozen_epochs=30,
+          finetune_epochs=4, finetune_layers=30, scratch_epochs=25, batch_size=32, patience=3, seed=0):
+    """Train one genre model on the table's train rows, early-stopped on validation micro-F1.
+
+    Pretrained backbones: the head on cached frozen features first, then the top `finetune_layers` layers with
+    augmented images at a low learning rate. From scratch: every layer, augmented images, `scratch_epochs`."""
+    keras.utils.set_random_seed(seed)
+    train_rows, val_rows = table[table["split"] == "train"], table[table["split"] == "val"]
+    y_train, y_val = targets(train_rows, genres), targets(val_rows, genres)
+    model, head = build_model(backbone_name, len(genres), image_size, pretrained)
+    loss = make_loss(loss_name)
+    train_images = image_dataset(train_rows["image_path"], y_train, image_size=image_size, batch_size=batch_size,
+                                 training=True, cache=True, seed=seed)
+    val_images = image_dataset(val_rows["image_path"], image_size=image_size, batch_size=batch_size, cache=True)
+    stages = []
+    if pretrained:
+        x_train = backbone_features(model, train_rows["image_path"], image_size, batch_size)
+        x_val = backbone_features(model, val_rows["image_path"], image_size, batch_size)
+        head.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        stop = ValidationF1(x_val, y_val, patience=patience * 2)
+        head.fit(x_train, y_train, batch_size=batch_size, epochs=frozen_epochs, callbacks=[stop], verbose=0)
+        stages.append(("frozen", stop))
+        set_trainable(model, finetune_layers)  # the top layers include the head
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+        stop = ValidationF1(val_images, y_val, patience=patience)
+        stop.best, stop.best_weights = stages[0][1].best, model.get_weights()
+        model.fit(train_images, epochs=finetune_epochs, callbacks=[stop], verbose=0)
+        stages.append(("finetune", stop))
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        stop = ValidationF1(val_images, y_val, patience=patience)
+        model.fit(train_images, epochs=scratch_epochs, callbacks=[stop], verbose=0)
+        stages.append(("scratch", stop))
+    history = {name: stop.history for name, stop in stages}
+    return model, history
+
+
+def predict_table(model, paths, image_size, batch_size=32):
+    """Per-genre probabilities for the images at `paths`, in the model's genre order."""
+    return model.predict(image_dataset(paths, image_size=image_size, batch_size=batch_size), verbose=0)
+
+
+def tuned_thresholds(y_val, prob_val):
+    """Per-genre thresholds and one shared threshold, both tuned on validation for micro-F1."""
+    return tune_thresholds(y_val, prob_val, "micro"), tune_global_threshold(y_val, prob_val, "micro")
+
+
+def save_model(model, path, sidecar):
+    """The .h5 and its sidecar JSON (genres, thresholds, image size, ...) side by side, both atomically."""
+    with atomic_path(path) as tmp:
+        h5 = tmp.with_suffix(".h5")
+        model.save(h5)
+        h5.replace(tmp)
+    with atomic_path(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2))
+
+
+def load_model(path):
+    """A saved genre model and its sidecar; a missing file or sidecar is a PipelineError."""
+    if not path.exists():
+        raise PipelineError(f"model not found: {path} (train one with GenreClassification/02_train.py)")
+    if not sidecar_path(path).exists():
+        raise PipelineError(f"sidecar {sidecar_path(path)} missing: it holds the genres and thresholds")
+    return keras.models.load_model(path, compile=False), json.loads(sidecar_path(path).read_text())
+
+
+SCHEMES = ("per-genre", "shared", "fixed 0.5")
+
+
+def scheme_thresholds(sidecar, scheme):
+    """The thresholds of one scheme: per genre and shared ones come from validation (the sidecar)."""
+    if scheme == "per-genre":
+        return np.array([sidecar["thresholds"][g] for g in sidecar["genres"]])
+    return sidecar["global_threshold"] if scheme == "shared" else 0.5
+
+
+def result_row(y_test, prob_test, thresholds, genres, **description):
+    """One row of the results table: the description, every test metric and a bootstrap interval of micro-F1."""
+    low, high = bootstrap_interval(y_test, prob_test, thresholds)
+    return {**description, **evaluate(y_test, prob_test, thresholds, genres), "micro_f1_low": low,
+            "micro_f1_high": high}
+
+
+def markdown_results(table, columns, digits=3):
+    """A Markdown table of `columns`; micro_f1 is shown with its 95% bootstrap interval."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            if column == "micro_f1":
+                cells.append(f"{value:.{digits}f} [{row['micro_f1_low']:.{digits}f}, {row['micro_f1_high']:.{digits}f}]")
+            else:
+                cells.append(f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_examples(paths, y_true, y_pred, genres, path, columns=4):
+    """A grid of posters, each titled with its predicted and true genres (correct predictions marked *)."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    rows = int(np.ceil(len(paths) / columns))
+    fig = Figure(figsize=(3.2 * columns, 4.4 * rows))
+    for i, (image_path, truth, pred) in enumerate(zip(paths, y_true, y_pred)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        with Image.open(image_path) as image:
+            ax.imshow(image.convert("RGB"))
+        predicted = [g + ("*" if truth[j] else "") for j, g in enumerate(genres) if pred[j]]
+        true = [g for j, g in enumerate(genres) if truth[j]]
+        ax.set_title(f"pred: {', '.join(predicted) or '-'}\ntrue: {', '.join(true)}", fontsize=7, wrap=True)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
