@@ -1,0 +1,135 @@
+"""Object and anime-face counts per poster (Ultralytics YOLO + the OpenCV anime-face cascade), resumable, and
+their rank correlation with the score.
+
+Ultralytics is imported lazily by `load_detector`, after the environment is set: it would otherwise pin
+OMP_NUM_THREADS to 1 and, with local weights, look for the network for nothing.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.stats import false_discovery_control, spearmanr
+from tqdm import tqdm
+
+from animeml.cli import PipelineError, atomic_path, write_csv
+from animeml.faces import detect_faces
+from animeml.merge import relative_to_root
+from animeml.paths import ROOT
+
+FACE_COLUMN = "anime_face"
+KEY_COLUMNS = ["image_path", "anime_id"]
+
+
+def load_detector(weights):
+    """An Ultralytics YOLO detector from a local file (.pt, .onnx, .tflite) or a name Ultralytics downloads."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    if Path(weights).exists():
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+    elif Path(weights).suffix != ".pt" or len(Path(weights).parts) > 1:
+        raise PipelineError(f"detector weights not found: {weights}")
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(weights), task="detect")
+    except (ConnectionError, OSError) as err:
+        raise PipelineError(f"could not get YOLO weights {weights} ({type(err).__name__}); offline, pass a local "
+                            "file such as --weights ../shared/models/yolov8n_int8.tflite") from None
+
+
+def class_names(detector):
+    """The detector's class names in class-id order, as CSV column names."""
+    return [detector.names[i].replace(" ", "_") for i in sorted(detector.names)]
+
+
+def count_objects(rgb, detector, cascade, conf=0.25):
+    """Boxes per class found in one RGB uint8 image, plus the anime faces, as a dict column -> count."""
+    names = class_names(detector)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])  # Ultralytics reads numpy images as BGR
+    classes = detector.predict(bgr, conf=conf, verbose=False)[0].boxes.cls.cpu().numpy().astype(int)
+    counts = dict(zip(names, np.bincount(classes, minlength=len(names)).tolist()))
+    counts[FACE_COLUMN] = len(detect_faces(rgb, cascade))
+    return counts
+
+
+def read_counts(path):
+    """The counts written so far (an empty table when there is no file yet)."""
+    if not Path(path).exists():
+        return pd.DataFrame(columns=KEY_COLUMNS)
+    return pd.read_csv(path)
+
+
+def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50):
+    """Count objects on every poster of `posters` (columns image_path, anime_id) not yet in `out_path`.
+
+    Rows for new posters are appended and the file is rewritten atomically every `save_every` posters, so an
+    interrupted run loses at most that many and a rerun only counts what is missing. Paths are stored relative
+    to the project, like ani_data_merged.csv. Returns the full table.
+    """
+    table = read_counts(out_path)
+    columns = KEY_COLUMNS + class_names(detector) + [FACE_COLUMN]
+    if len(table) and list(table.columns) != columns:
+        raise PipelineError(f"{out_path} holds other classes than these weights detect: remove it or pass --out")
+    table = table.reindex(columns=columns)
+    posters = posters.assign(image_path=[relative_to_root(Path(p)) for p in posters["image_path"]])
+    todo = posters[~posters["image_path"].isin(table["image_path"])].drop_duplicates("image_path")
+    with tqdm(total=len(todo), desc="counting objects", unit="poster") as progress:
+        for start in range(0, len(todo), save_every):
+            rows = []
+            for path, anime_id in todo.iloc[start:start + save_every][KEY_COLUMNS].itertuples(index=False):
+                rgb = np.asarray(Image.open(ROOT / path).convert("RGB"))
+                rows.append({"image_path": path, "anime_id": anime_id,
+                             **count_objects(rgb, detector, cascade, conf)})
+                progress.update()
+            new = pd.DataFrame(rows, columns=columns)
+            table = new if table.empty else pd.concat([table, new], ignore_index=True)
+            write_csv(table, out_path)
+    return table
+
+
+def count_columns(table):
+    return [c for c in table.columns if c not in KEY_COLUMNS]
+
+
+def score_correlations(counts, scores, min_posters=20):
+    """Spearman correlation between each count column and the score, one observation per anime (counts averaged
+    over its posters, so an anime with several posters is not counted several times).
+
+    Only classes seen on at least `min_posters` posters are tested. `p_fdr` is the Benjamini-Hochberg adjusted
+    p-value over the classes tested.
+    """
+    columns = [c for c in count_columns(counts) if (counts[c] > 0).sum() >= min_posters]
+    if not columns:
+        raise PipelineError(f"no class was found on {min_posters} posters or more; lower --min-posters")
+    per_anime = counts.groupby("anime_id")[columns].mean().join(scores.rename("score"), how="inner")
+    per_anime = per_anime.dropna(subset=["score"])
+    rows = []
+    for column in columns:
+        rho, p = spearmanr(per_anime[column], per_anime["score"])
+        rows.append({"class": column, "posters_with": int((counts[column] > 0).sum()),
+                     "mean_count": counts[column].mean(), "spearman_rho": rho, "p_value": p,
+                     "n_anime": len(per_anime)})
+    table = pd.DataFrame(rows)
+    table["p_fdr"] = false_discovery_control(table["p_value"].fillna(1.0))
+    return table.sort_values("spearman_rho", key=np.abs, ascending=False, ignore_index=True)
+
+
+def plot_correlations(table, path):
+    """Horizontal bars of Spearman rho per class; classes significant after FDR (p_fdr < 0.05) in a darker blue."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = table.sort_values("spearman_rho")
+    colors = ["tab:blue" if p < 0.05 else "lightsteelblue" for p in table["p_fdr"]]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(table) + 1.2))
+    ax.barh(table["class"], table["spearman_rho"], color=colors)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("Spearman rho with score (dark: FDR-adjusted p < 0.05)")
+    ax.set_title(f"Objects on posters vs score ({table['n_anime'].iloc[0]} anime)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,134 @@
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from animeml.cli import PipelineError
+from animeml.detection import FACE_COLUMN, count_posters, load_detector, score_correlations
+from animeml.paths import ROOT, SHARED
+
+SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "07_detect_objects.py"
+WEIGHTS = SHARED / "models" / "yolov8n_int8.tflite"
+POST_COLUMNS = ["post_members", "post_popularity", "post_rank", "post_favorites", "post_scored_by"]
+
+
+class FakeDetector:
+    """Two classes; finds `n` persons and one cat on the n-th image it sees, and fails on image `fail_at`."""
+
+    names = {0: "person", 1: "cat"}
+
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at = 0, fail_at
+
+    def predict(self, image, conf, verbose):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("killed")
+        cls = np.array([0] * self.calls + [1], dtype=float)
+        return [SimpleNamespace(boxes=SimpleNamespace(cls=SimpleNamespace(cpu=lambda: SimpleNamespace(
+            numpy=lambda: cls))))]
+
+
+@pytest.fixture
+def posters(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (60, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return pd.DataFrame({"image_path": paths, "anime_id": [10, 11, 12, 13, 13]})
+
+
+def test_counts_are_resumable_after_a_crash_and_never_counted_twice(posters, tmp_path):
+    out = tmp_path / "objects.csv"
+    with pytest.raises(RuntimeError):
+        count_posters(posters, out, FakeDetector(fail_at=4), cascade=None, save_every=2)
+    saved = pd.read_csv(out)
+    assert len(saved) == 2  # the first chunk was written, the crashed one was not
+
+    detector = FakeDetector()
+    table = count_posters(posters, out, detector, cascade=None, save_every=2)
+    assert detector.calls == 3  # only the posters missing from the file
+    assert list(table.columns) == ["image_path", "anime_id", "person", "cat", FACE_COLUMN]
+    assert len(table) == 5 and table["image_path"].is_unique
+    counts = pd.read_csv(out)[["person", "cat", FACE_COLUMN]]
+    assert (counts.dtypes == "int64").all() and (counts >= 0).all().all()
+    assert counts["cat"].tolist() == [1] * 5
+
+    again = FakeDetector()
+    count_posters(posters, out, again, cascade=None)
+    assert again.calls == 0
+
+
+def test_counts_from_other_weights_are_refused(posters, tmp_path):
+    out = tmp_path / "objects.csv"
+    pd.DataFrame({"image_path": ["x.jpg"], "anime_id": [1], "dog": [2], FACE_COLUMN: [0]}).to_csv(out, index=False)
+    with pytest.raises(PipelineError, match="other classes"):
+        count_posters(posters, out, FakeDetector(), cascade=None)
+
+
+def test_correlations_per_anime_keep_only_frequent_classes():
+    rng = np.random.default_rng(0)
+    scores = pd.Series(np.linspace(5, 9, 40), index=np.arange(40))
+    counts = pd.DataFrame({
+        "image_path": [f"{i}.jpg" for i in range(40)], "anime_id": np.arange(40),
+        "person": np.arange(40) // 4,  # rises with the score
+        "cat": rng.integers(0, 3, 40), "dog": [1] + [0] * 39,  # noise; too rare
+    })
+    table = score_correlations(counts, scores, min_posters=5).set_index("class")
+    assert "dog" not in table.index
+    assert table.loc["person", "spearman_rho"] > 0.95 and table.loc["person", "p_fdr"] < 1e-6
+    assert abs(table.loc["cat", "spearman_rho"]) < 0.5
+    assert (table["n_anime"] == 40).all()
+
+
+def test_missing_weights_and_failed_download_are_one_line_errors(monkeypatch):
+    with pytest.raises(PipelineError, match="not found"):
+        load_detector("no/such/weights.tflite")
+    import ultralytics
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Download failure. Environment may be offline.")
+
+    monkeypatch.setattr(ultralytics, "YOLO", offline)
+    with pytest.raises(PipelineError, match="yolov8n_int8.tflite"):
+        load_detector("yolov8n.pt")
+
+
+def test_detect_step_counts_real_posters_with_the_tflite_model(tmp_path):
+    if not WEIGHTS.exists():
+        pytest.skip(f"{WEIGHTS} is absent")
+    index = pd.read_csv(SHARED / "data" / "posters" / "posters.csv").head(4)
+    merged = pd.DataFrame({
+        "anime_id": index["anime_id"], "image_path": [str(SHARED / "data" / "posters" / "images" / f)
+                                                      for f in index["file"]],
+        "score": [6.0, 7.0, 8.0, 9.0], "genres": "Action", "synopsis": "text", "episodes": 12,
+        **{column: 1 for column in POST_COLUMNS}})
+    data = tmp_path / "data"
+    data.mkdir()
+    merged.to_csv(data / "ani_data_merged.csv", index=False)
+    env = {**os.environ, "ANIMEML_DATA_DIR": str(data)}
+    command = [sys.executable, str(SCRIPT), "--weights", str(WEIGHTS), "--min-posters", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    counts = pd.read_csv(data / "anime_all_objects_detected.csv")
+    assert len(counts) == 4 and "person" in counts and FACE_COLUMN in counts
+    values = counts.drop(columns=["image_path", "anime_id"])
+    assert values.shape[1] == 81 and (values.dtypes == "int64").all() and (values >= 0).all().all()
+    assert values.to_numpy().sum() > 0  # real posters hold people or faces
+    correlations = pd.read_csv(data / "reports" / "analysis" / "object_score_correlations.csv")
+    assert set(correlations["class"]) <= set(values.columns) and correlations["spearman_rho"].between(-1, 1).all()
+    assert (data / "reports" / "analysis" / "object_score_correlations.png").stat().st_size > 0
+
+    failed = subprocess.run([sys.executable, str(SCRIPT), "--weights", "missing.tflite"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines() == [
+        "error: detector weights not found: missing.tflite"]
