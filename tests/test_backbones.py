@@ -24,7 +24,7 @@ def test_backbone_maps_images_to_pooled_features(name):
     size = 71 if name == "xception" else 32  # Xception needs at least 71x71 pixels
     backbone = build_backbone(name, image_size=size, weights=None)
     assert backbone.name == "backbone"
-    features = backbone.predict(random_images(2, size), verbose=0)
+    features = np.asarray(backbone(random_images(2, size)))
     assert features.shape == (2, FEATURE_SIZES[name])
     assert np.isfinite(features).all()
     assert len(backbone.get_layer(last_conv_layer_name(backbone)).output.shape) == 4
@@ -55,11 +55,11 @@ def test_model_with_backbone_survives_h5_round_trip(name, tmp_path):
     outputs = keras.layers.Dense(1)(build_backbone(name, image_size=32, weights=None)(inputs))
     model = keras.Model(inputs, outputs)
     images = random_images(3, 32)
-    expected = model.predict(images, verbose=0)
+    expected = np.asarray(model(images))
 
     model.save(tmp_path / "model.h5")
     loaded = keras.models.load_model(tmp_path / "model.h5")
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(loaded(images)), expected, rtol=1e-4, atol=1e-4)
     assert loaded.get_layer("backbone").get_layer("top_activation")
 
 
@@ -138,7 +138,7 @@ def test_efficientnet_lite0_port_matches_pytorch_reference(tmp_path, monkeypatch
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # convert from the .pth, not from a cached file
     reference = torch_efficientnet_lite0()
     images = random_images(2, 97)  # odd size: exercises TF-style asymmetric "same" padding
-    keras_logits = backbones.build_efficientnet_lite0(97, include_top=True).predict(images, verbose=0)
+    keras_logits = np.asarray(backbones.build_efficientnet_lite0(97, include_top=True)(images))
     torch_logits = reference(images)
     assert np.abs(keras_logits - torch_logits).max() < 1e-3
     assert backbones.lite0_cache_path().exists()
@@ -147,7 +147,7 @@ def test_efficientnet_lite0_port_matches_pytorch_reference(tmp_path, monkeypatch
     if not posters:
         pytest.skip(f"no posters under {SHARED} for the real-image check")
     images = np.concatenate(list(image_dataset(posters, image_size=224, batch_size=4).as_numpy_iterator()))
-    keras_logits = backbones.build_efficientnet_lite0(224, include_top=True).predict(images, verbose=0)
+    keras_logits = np.asarray(backbones.build_efficientnet_lite0(224, include_top=True)(images))
     np.testing.assert_array_equal(keras_logits.argmax(1), reference(images).argmax(1))
-    features = build_backbone("efficientnet_lite0", 224).predict(images, verbose=0)
+    features = np.asarray(build_backbone("efficientnet_lite0", 224)(images))
     assert features.shape == (4, 1280) and features.min() >= 0  # pooled ReLU6 activations
