@@ -30,6 +30,22 @@ def test_backbone_maps_images_to_pooled_features(name):
     assert len(backbone.get_layer(last_conv_layer_name(backbone)).output.shape) == 4
 
 
+@pytest.mark.parametrize("name, application, preprocess_input", [
+    ("resnet50", keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
+    ("xception", keras.applications.Xception, keras.applications.xception.preprocess_input),
+])
+def test_in_model_scaling_matches_keras_preprocess_input(name, application, preprocess_input):
+    """Same weights: our backbone on raw RGB == the plain keras.applications model on preprocess_input(RGB)."""
+    backbone = build_backbone(name, image_size=71, weights=None)
+    plain = application(include_top=False, weights=None, input_shape=(71, 71, 3), pooling="avg")
+    plain.set_weights(backbone.get_weights())
+    if name == "resnet50":  # our first conv kernel takes RGB; the plain model's takes BGR
+        kernel, bias = plain.get_layer("conv1_conv").get_weights()
+        plain.get_layer("conv1_conv").set_weights([kernel[:, :, ::-1, :], bias])
+    images = random_images(2, 71)
+    np.testing.assert_allclose(backbone(images), plain(preprocess_input(images.copy())), rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_backbone_is_a_pipeline_error():
     with pytest.raises(PipelineError, match="unknown backbone"):
         build_backbone("vgg16")
