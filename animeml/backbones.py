@@ -5,6 +5,7 @@ Every backbone rescales its input with built-in Keras layers inside the model, s
 The last 4-D activation of every backbone is `last_conv_layer_name(backbone)` (for Grad-CAM).
 """
 import os
+import socket
 from pathlib import Path
 
 import keras
@@ -22,6 +23,7 @@ APPLICATIONS = {
     "mobilenetv3small": keras.applications.MobileNetV3Small,
     "xception": keras.applications.Xception,
 }
+DOWNLOAD_TIMEOUT_S = 30
 # ResNet50 was trained on BGR images minus the ImageNet mean ("caffe" mode)
 RESNET50_MEAN_RGB = (123.68, 116.779, 103.939)
 
@@ -76,14 +78,19 @@ def build_application(name, image_size, weights):
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
     else:
         x = inputs  # EfficientNetB0 and MobileNetV3 rescale 0..255 inputs themselves
+    # keras' get_file has no timeout and no retry: a network that drops packets would hang, so bound each read
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         # input_tensor keeps every layer in one flat model, so Grad-CAM and set_trainable see them all
         base = APPLICATIONS[name](include_top=False, weights=weights, input_tensor=x, pooling="avg")
     except Exception as err:
-        if "URL fetch failure" not in str(err):
+        if "URL fetch failure" not in str(err) and not isinstance(err, TimeoutError):
             raise
         raise PipelineError(f"ImageNet weights for {name} cannot be downloaded (offline?): use --backbone "
                             f"efficientnet_lite0 or small_cnn, or put the file in ~/.keras/models") from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
     if name == "resnet50":
         conv1 = base.get_layer("conv1_conv")
         kernel, bias = conv1.get_weights()

@@ -51,13 +51,15 @@ def test_unknown_backbone_is_a_pipeline_error():
         build_backbone("vgg16")
 
 
-def test_offline_imagenet_download_is_a_pipeline_error(monkeypatch, tmp_path):
-    """No cached weights and no network: keras' get_file fails, and the user gets one clear line."""
+@pytest.mark.parametrize("failure", [urllib.error.URLError("[Errno -2] Name or service not known"),
+                                     TimeoutError("The read operation timed out")])
+def test_offline_imagenet_download_is_a_pipeline_error(failure, monkeypatch, tmp_path):
+    """No cached weights and no network (or a stalled one): keras' get_file fails, the user gets one clear line."""
     from keras.src.backend import config
     from keras.src.utils import file_utils
 
     def no_network(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
+        raise failure
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(file_utils, "urlretrieve", no_network)
