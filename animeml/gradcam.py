@@ -150,7 +150,7 @@ def explain_posters(model, posters, image_size, out_dir, cascade=None):
                          "true_score": poster.get("score", np.nan), "predicted_score": predicted[i],
                          "overlay_png": png.name, **heat_statistics(heatmap, faces)})
     plot_grid(grid, Path(out_dir) / "gradcam_grid.png")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"anime_id": "Int64"})
 
 
 def plot_grid(rows, path):

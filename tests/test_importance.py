@@ -1,0 +1,138 @@
+import runpy
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from animeml.paths import ROOT, SHARED
+
+SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "08_feature_importance.py"
+SIDECAR = {"inputs": ["image", "metadata", "synopsis"], "input_groups": {"genres": [0, 3], "episodes": [3, 5]}}
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    """The project's hybrid layout (frozen text model + poster correction) on tiny inputs, with the text model
+    trained on a score made from the genres columns, and every weight reading `episodes` set to zero."""
+    import keras
+
+    from animeml.backbones import build_backbone
+    from animeml.importance import dense_layers
+    from animeml.score_models import build_hybrid_model, build_text_model
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    n = 96
+    inputs = {"image": rng.uniform(0, 255, (n, 16, 16, 3)).astype(np.float32),
+              "metadata": rng.normal(size=(n, 5)).astype(np.float32),
+              "synopsis": rng.normal(size=(n, 4)).astype(np.float32)}
+    targets = 7 + inputs["metadata"][:, :3] @ np.array([1.0, -0.5, 0.5]) + 0.05 * rng.normal(size=n)
+    text = build_text_model(5, 4, score_mean=7.0, hidden=16, dropout=0.0)
+    text.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    text.fit({k: inputs[k] for k in ("metadata", "synopsis")}, targets, epochs=40, batch_size=32, verbose=0)
+    model = build_hybrid_model(build_backbone("small_cnn", 16), text, hidden=8, dropout=0.0)
+    model.get_layer("poster_correction").kernel.assign(np.full((8, 1), 0.1, np.float32))
+    for _, layer in dense_layers(model):
+        if layer.kernel.shape[0] in (5 + 4, 256 + 5 + 4):  # the first layers: [poster,] metadata, synopsis
+            start = layer.kernel.shape[0] - 4 - 5  # where metadata starts; zero its episodes rows [3, 5)
+            kernel = np.asarray(layer.kernel)
+            kernel[start + 3:start + 5] = 0
+            layer.kernel.assign(kernel)
+    return model, inputs, targets
+
+
+def test_ignored_group_has_zero_importance_and_used_group_a_clear_one(hybrid):
+    from animeml.importance import input_groups, permutation_importance
+
+    model, inputs, targets = hybrid
+    table = permutation_importance(lambda x: model.predict(x, verbose=0)[:, 0], inputs, targets,
+                                   input_groups(SIDECAR), repeats=4, seed=1).set_index("group")
+    assert set(table.index) == {"poster", "genres", "episodes", "synopsis"}
+    assert abs(table.loc["episodes", "mae_increase"]) < 1e-4
+    assert table.loc["genres", "ci_low"] > 0.3  # the genres columns make the score
+    assert table.loc["genres", "mae_increase"] > 10 * abs(table.loc["synopsis", "mae_increase"])
+    assert (table["ci_low"] <= table["mae_increase"]).all() and (table["mae_increase"] <= table["ci_high"]).all()
+    assert table["base_mae"].iloc[0] < 0.5
+
+
+def test_first_layer_norms_follow_concatenations_into_nested_models(hybrid):
+    from animeml.importance import first_layer_weight_norms, input_groups
+
+    model, _, _ = hybrid
+    norms = first_layer_weight_norms(model, input_groups(SIDECAR))
+    layers = norms.groupby("layer")["group"].apply(set).to_dict()
+    text_layer = next(name for name in layers if name.startswith("text_model/"))
+    assert layers[text_layer] == {"genres", "episodes", "synopsis"}
+    correction = next(name for name in layers if "/" not in name)
+    assert layers[correction] == {"poster", "genres", "episodes", "synopsis"}
+    by_group = norms.set_index(["layer", "group"])
+    assert by_group.loc[(text_layer, "episodes"), "weight_norm"] == 0
+    assert by_group.loc[(text_layer, "genres"), "weight_norm"] > 0
+    assert by_group.loc[(correction, "poster"), "n_columns"] == 256
+
+
+def test_permuting_a_column_range_moves_only_those_columns():
+    from animeml.importance import permuted
+
+    inputs = {"metadata": np.arange(12.0).reshape(4, 3), "image": np.arange(4.0)}
+    out = permuted(inputs, "metadata", (1, 3), np.array([3, 2, 1, 0]))
+    np.testing.assert_array_equal(out["metadata"][:, 0], inputs["metadata"][:, 0])
+    np.testing.assert_array_equal(out["metadata"][:, 1:], inputs["metadata"][::-1, 1:])
+    assert out["image"] is inputs["image"] and inputs["metadata"][0, 1] == 1
+
+
+def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
+    import keras
+
+    from animeml.backbones import build_backbone
+    from animeml.images import load_image
+    from animeml.score_features import fit_metadata_encoder, model_inputs
+    from animeml.score_models import make_sidecar, save_h5, score_head, write_sidecar
+
+    index = SHARED / "data" / "posters" / "posters.csv"
+    if not index.exists():
+        pytest.skip(f"{SHARED} (the real data folder) is absent")
+    files = pd.read_csv(index).drop_duplicates("anime_id").head(16)
+    merged = pd.DataFrame({
+        "anime_id": files["anime_id"].to_numpy(), "score": np.linspace(5, 9, 16), "synopsis": "text",
+        "image_path": [str(SHARED / "data" / "posters" / "images" / f) for f in files["file"]],
+        "genres": ["Action", "Drama"] * 8, "episodes": np.arange(1, 17),
+        **{c: 1 for c in ["post_members", "post_popularity", "post_rank", "post_favorites", "post_scored_by"]}})
+    data = tmp_path / "data"
+    (data / "splits").mkdir(parents=True)
+    merged.to_csv(data / "ani_data_merged.csv", index=False)
+    pd.DataFrame({"group": merged["anime_id"], "split": ["train"] * 10 + ["test"] * 6}).to_csv(
+        data / "splits" / "score_split.csv", index=False)
+
+    # image + metadata only (no synopsis, so no sentence model is loaded)
+    encoder = fit_metadata_encoder(merged.head(10))
+    sidecar = {**make_sidecar("hybrid", 7.0, encoder=encoder, backbone="small_cnn", image_size=(24, 24)),
+               "inputs": ["image", "metadata"], "embedding_model": None}
+    metadata = model_inputs(merged, sidecar)["metadata"]
+    image = keras.Input((24, 24, 3), name="image")
+    meta = keras.Input(metadata.shape[1:], name="metadata")
+    backbone = build_backbone("small_cnn", 24)
+    backbone.trainable = False  # random frozen features: BatchNorm behaves alike in fit and predict
+    x = keras.layers.Concatenate()([backbone(image), meta])
+    model = keras.Model({"image": image, "metadata": meta}, score_head(keras.layers.Dense(4)(x), 7.0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    images = np.stack([load_image(p, (24, 24)).numpy() for p in merged["image_path"]])
+    model.fit({"image": images, "metadata": metadata}, merged["score"].to_numpy(), epochs=30, verbose=0)
+    path = tmp_path / "models" / "anime_hybrid_model.h5"
+    save_h5(model, path)
+    write_sidecar(path, sidecar)
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model", str(path), "--repeats", "2", "--merged",
+                                      str(data / "ani_data_merged.csv"), "--out", str(tmp_path / "out")])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+    importance = pd.read_csv(tmp_path / "out" / "anime_hybrid_model_importance.csv")
+    assert set(importance["group"]) == {"poster", *sidecar["input_groups"]}
+    assert (importance["n_rows"] == 6).all() and importance["mae_increase"].notna().all()
+    assert importance["base_mae"].iloc[0] < 2 * importance["train_mean_baseline_mae"].iloc[0]  # it learned the mean
+    norms = pd.read_csv(tmp_path / "out" / "anime_hybrid_model_first_layer_norms.csv")
+    assert set(norms["group"]) == set(importance["group"]) and (norms["weight_norm"] > 0).all()
+    assert norms["n_columns"].sum() == 256 + metadata.shape[1]
+    assert (tmp_path / "out" / "anime_hybrid_model_importance.png").stat().st_size > 0
