@@ -32,3 +32,11 @@ def models_dir() -> Path:
 
 def reports_dir() -> Path:
     return data_dir() / "reports"
+
+
+def characters_dir() -> Path:
+    return data_dir() / "characters"
+
+
+def tags_dir() -> Path:
+    return data_dir() / "tags"
