@@ -1,0 +1,43 @@
+"""Step 05: the hybrid model, poster + metadata + synopsis embedding -> MAL score.
+
+It starts from the text model of step 04 (kept frozen, same metadata encoding and sentence model) and learns a
+correction from the poster on the poster rows of data/ani_data_merged.csv, split by the shared
+data/splits/score_split.csv: first with the image backbone frozen, then with its top layers fine-tuned, keeping
+the checkpoint with the best validation loss (so it starts exactly at the text model's validation loss).
+
+    python AnimeScorePredictionAllParameters/05_train_hybrid_model.py --backbone efficientnet_lite0 --image-size 192 192
+Writes data/models/anime_hybrid_model.h5 + .json and data/reports/score/anime_hybrid_model_{history.csv,curve.png}.
+"""
+import argparse
+
+from animeml.backbones import build_backbone
+from animeml.cli import run
+from animeml.score_features import model_inputs
+from animeml.score_models import (add_poster_training_args, build_hybrid_model, load_score_model, make_sidecar,
+                                  report_title, scored_poster_rows, train_poster_model)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_poster_training_args(parser)
+    args = parser.parse_args()
+
+    text_model, text_sidecar = load_score_model("text")
+    table, split = scored_poster_rows(args.merged)
+    sidecar = make_sidecar("hybrid", text_sidecar["score_train_mean"], encoder=text_sidecar["encoder"],
+                           backbone=args.backbone, image_size=args.image_size,
+                           embedding_model=text_sidecar["embedding_model"])
+    inputs = model_inputs(table, sidecar)
+    backbone = build_backbone(args.backbone, args.image_size, weights=None if args.weights == "none" else "imagenet")
+    model = build_hybrid_model(backbone, text_model)
+
+    title = report_title(f"Hybrid model ({args.backbone})", sidecar["with_post_release"])
+    history = train_poster_model(model, table, split, inputs, sidecar, args, title)
+    best = history.loc[history["val_loss"].idxmin()]
+    start = history["val_mae"].iloc[0]
+    print(f"wrote the hybrid model ({args.backbone}): {(split == 'train').sum()} train posters, validation MAE "
+          f"{best['val_mae']:.3f} at epoch {int(best['epoch'])} (text model alone: {start:.3f})")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,291 @@
+"""The three score models, their files, and the training loop they share.
+
+    vision: image -> score                       data/models/anime_vision_only_model.h5
+    hybrid: image + metadata + synopsis -> score data/models/anime_hybrid_model.h5
+    text:   metadata + synopsis -> score         data/models/anime_text_model.h5
+
+Each .h5 has a sidecar JSON of the same stem (backbone, image size, inputs, metadata encoder, ...) so that
+animeml.score_features.model_inputs can rebuild its inputs for new rows. The hybrid model is the trained text
+model (frozen, nested as "text_model") plus a poster correction that starts at zero: before any training it
+predicts exactly what the text model does, and training on poster rows can only move it where validation agrees.
+"""
+import json
+import os
+from pathlib import Path
+
+import keras
+import matplotlib
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from keras import layers
+
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+
+from animeml import paths
+from animeml.backbones import BACKBONES, set_trainable
+from animeml.cli import PipelineError, atomic_path, write_csv
+from animeml.images import image_dataset
+from animeml.merge import read_merged
+from animeml.score_features import encode_metadata, metadata_layout, model_inputs, score_split
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+MODEL_STEMS = {"vision": "anime_vision_only_model", "hybrid": "anime_hybrid_model", "text": "anime_text_model"}
+MODEL_INPUTS = {"vision": ["image"], "hybrid": ["image", "metadata", "synopsis"], "text": ["metadata", "synopsis"]}
+FROM_SCRATCH = ("small_cnn",)  # backbones without pretrained weights: trained whole from the start
+
+
+def model_path(kind):
+    return paths.models_dir() / f"{MODEL_STEMS[kind]}.h5"
+
+
+def reports_path():
+    return paths.reports_dir() / "score"
+
+
+def make_sidecar(kind, score_mean, encoder=None, backbone=None, image_size=None, embedding_model="minilm"):
+    """What a saved model needs beside its weights to score new rows (see animeml.score_features)."""
+    columns, groups = metadata_layout(encoder) if encoder else ([], {})
+    return {
+        "kind": kind, "inputs": MODEL_INPUTS[kind], "backbone": backbone,
+        "image_size": list(image_size) if image_size else None,
+        "with_post_release": any(group.startswith("post_") for group in groups),
+        "embedding_model": embedding_model if "synopsis" in MODEL_INPUTS[kind] else None,
+        "metadata_columns": columns, "input_groups": groups, "encoder": encoder, "score_train_mean": score_mean,
+    }
+
+
+def report_title(name, with_post_release):
+    """Every title of a model that saw post-release fields says so."""
+    return f"{name} (WITH post-release fields: members, popularity, rank, favorites, scored by)" \
+        if with_post_release else f"{name} (pre-release inputs only)"
+
+
+def write_sidecar(path, sidecar):
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2))
+
+
+def load_score_model(kind, path=None):
+    """(model, sidecar) of a trained model; a missing file is a one-line PipelineError naming the step."""
+    path = path or model_path(kind)
+    if not path.exists() or not path.with_suffix(".json").exists():
+        step = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py",
+                "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
+                "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}[kind]
+        raise PipelineError(f"{path} (or its .json sidecar) not found: train it with {step}")
+    return keras.models.load_model(path, compile=False), json.loads(path.with_suffix(".json").read_text())
+
+
+def save_h5(model, path):
+    """model.save to `path` (.h5) through a temporary file, so a crash never leaves a half-written model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.part.h5")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+def score_head(x, score_mean, name="score"):
+    """A linear score whose bias starts at the training mean, so the first epochs are not spent finding it."""
+    return layers.Dense(1, bias_initializer=keras.initializers.Constant(score_mean), name=name)(x)
+
+
+def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.3):
+    metadata = keras.Input((metadata_dim,), name="metadata")
+    synopsis = keras.Input((synopsis_dim,), name="synopsis")
+    x = layers.Concatenate()([metadata, synopsis])
+    x = layers.Dropout(dropout)(layers.Dense(hidden, activation="relu")(x))
+    x = layers.Dropout(dropout)(layers.Dense(hidden // 4, activation="relu")(x))
+    return keras.Model({"metadata": metadata, "synopsis": synopsis}, score_head(x, score_mean), name="text_model")
+
+
+def build_vision_model(backbone, score_mean, dropout=0.3):
+    image = keras.Input(backbone.input.shape[1:], name="image")
+    features = layers.Dropout(dropout)(backbone(image))
+    return keras.Model(image, score_head(features, score_mean), name="vision_model")
+
+
+def build_hybrid_model(backbone, text_model, hidden=64, dropout=0.3):
+    """Text model score (frozen) + a correction from poster features, metadata and synopsis (zero at start)."""
+    image = keras.Input(backbone.input.shape[1:], name="image")
+    metadata = keras.Input(text_model.input["metadata"].shape[1:], name="metadata")
+    synopsis = keras.Input(text_model.input["synopsis"].shape[1:], name="synopsis")
+    text_model.trainable = False
+    text_score = text_model({"metadata": metadata, "synopsis": synopsis})
+    x = layers.Concatenate()([layers.Dropout(dropout)(backbone(image)), metadata, synopsis])
+    x = layers.Dropout(dropout)(layers.Dense(hidden, activation="relu")(x))
+    correction = layers.Dense(1, kernel_initializer="zeros", name="poster_correction")(x)
+    score = layers.Add(name="score")([text_score, correction])
+    return keras.Model({"image": image, "metadata": metadata, "synopsis": synopsis}, score, name="hybrid_model")
+
+
+def array_dataset(inputs, targets, batch_size=64, training=False, seed=0):
+    """tf.data batches of in-memory inputs (dict name -> array) and float targets; shuffled when training."""
+    ds = tf.data.Dataset.from_tensor_slices((inputs, np.asarray(targets, np.float32)))
+    if training:
+        ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_scores(model, sidecar, table, image_paths=None, batch_size=32):
+    """1-D predicted scores for the rows of `table` (and their posters, for a model with an image input)."""
+    inputs = model_inputs(table, sidecar)
+    if "image" in sidecar["inputs"]:
+        ds = image_dataset(list(image_paths), features=inputs or None, image_size=sidecar["image_size"],
+                           batch_size=batch_size)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+    return model.predict(ds, verbose=0).reshape(-1)
+
+
+# --- the poster models (steps 05 and OnlyPoster/01) -------------------------------------------------------
+
+def add_poster_training_args(parser, epochs=8, finetune_epochs=4):
+    parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
+    parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
+                        help="pretrained backbone weights (small_cnn always starts from scratch)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[192, 192], metavar=("H", "W"))
+    parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the backbone frozen")
+    parser.add_argument("--finetune-epochs", type=int, default=finetune_epochs,
+                        help="epochs with the top of the backbone unfrozen")
+    parser.add_argument("--finetune-layers", type=int, default=20, help="top backbone layers to fine-tune")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--finetune-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
+
+
+def scored_poster_rows(merged_csv):
+    """Poster rows of data/ani_data_merged.csv that have a score, and the shared split of each."""
+    if not merged_csv.exists():
+        raise PipelineError(f"{merged_csv} not found: run step 03 (03_merge_data.py) first")
+    table = read_merged(merged_csv)
+    table = table[table["score"].notna()].reset_index(drop=True)
+    split = score_split(table["anime_id"])
+    if not ((split == "train").any() and (split == "val").any()):
+        raise PipelineError(f"{merged_csv}: no scored poster in the train or validation split")
+    return table, split
+
+
+def train_poster_model(model, table, split, inputs, sidecar, args, title):
+    """Fit a model with an image input on the train posters (augmented, cached decoded) against the validation
+    posters; write its .h5, sidecar, history CSV and curve. Returns the history."""
+    def dataset(part, training):
+        rows = split == part
+        return image_dataset(table.loc[rows, "image_path"], table.loc[rows, "score"].to_numpy(np.float32),
+                             features={k: v[rows] for k, v in inputs.items()} or None,
+                             image_size=args.image_size, batch_size=args.batch_size, training=training,
+                             cache=True)
+    path = model_path(sidecar["kind"])
+    write_sidecar(path, sidecar)
+    history = train_score_model(model, dataset("train", True), dataset("val", False), path,
+                                epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                                finetune_layers=args.finetune_layers, learning_rate=args.learning_rate,
+                                finetune_learning_rate=args.finetune_learning_rate, patience=args.patience,
+                                from_scratch=args.backbone in FROM_SCRATCH)
+    write_history(history, reports_path() / path.stem, title)
+    return history
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever validation loss beats the best so far, across every phase of training."""
+
+    def __init__(self, path, best=np.inf):
+        super().__init__()
+        self.path, self.best, self.best_weights = path, best, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_loss"] < self.best:
+            self.best, self.best_weights = logs["val_loss"], self.model.get_weights()
+            save_h5(self.model, self.path)
+
+
+def train_score_model(model, train_ds, val_ds, path, epochs, finetune_epochs=0, finetune_layers=0,
+                      learning_rate=1e-3, finetune_learning_rate=1e-4, patience=5, from_scratch=False):
+    """Train with MSE, keep the best validation checkpoint at `path`, return the history (one row per epoch).
+
+    With a layer named "backbone": `epochs` with the backbone frozen, then `finetune_epochs` with its top
+    `finetune_layers` unfrozen at `finetune_learning_rate`; `from_scratch` trains it whole in one phase.
+    The untrained model is evaluated first and saved, so the checkpoint is never worse on validation than
+    where training started. Each phase stops early after `patience` epochs without improvement.
+    """
+    backbone = next((layer for layer in model.layers if layer.name == "backbone"), None)
+    phases = [("train", epochs, learning_rate, None)]
+    if backbone is not None and from_scratch:
+        backbone.trainable = True
+    elif backbone is not None:
+        phases = [("frozen", epochs, learning_rate, 0),
+                  ("finetune", finetune_epochs, finetune_learning_rate, finetune_layers)]
+    checkpoint = BestCheckpoint(path)
+    checkpoint.set_model(model)
+    rows = []
+    for phase, phase_epochs, rate, top_layers in phases:
+        if phase_epochs == 0:
+            continue
+        if top_layers is not None:
+            set_trainable(backbone, top_layers)
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="mse", metrics=["mae"])
+        if not rows:
+            start = model.evaluate(val_ds, verbose=0, return_dict=True)
+            rows.append({"epoch": 0, "phase": "start", "val_loss": start["loss"], "val_mae": start["mae"]})
+            checkpoint.on_epoch_end(0, {"val_loss": start["loss"]})
+        stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+        fit = model.fit(train_ds, validation_data=val_ds, epochs=phase_epochs, callbacks=[checkpoint, stop],
+                        verbose=2)
+        for values in zip(*fit.history.values()):
+            rows.append({"epoch": len(rows), "phase": phase, **dict(zip(fit.history, values))})
+    model.set_weights(checkpoint.best_weights)
+    return pd.DataFrame(rows)
+
+
+def write_history(history, stem, title):
+    """`stem`_history.csv and `stem`_curve.png: training and validation loss and MAE per epoch."""
+    write_csv(history, stem.with_name(f"{stem.name}_history.csv"))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ["loss", "mae"]):
+        trained = history[history["phase"] != "start"]
+        axis.plot(trained["epoch"], trained[metric], "o-", label="train")
+        axis.plot(history["epoch"], history[f"val_{metric}"], "o-", label="validation")
+        for epoch in history.loc[history["phase"] == "finetune", "epoch"].head(1):
+            axis.axvline(epoch - 0.5, color="grey", linestyle="--", label="fine-tune starts")
+        axis.set(xlabel="epoch", ylabel="MSE" if metric == "loss" else "MAE", title=metric.upper())
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(stem.with_name(f"{stem.name}_curve.png")) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
+# --- baselines -------------------------------------------------------------------------------------------
+
+def fit_baselines(train, encoder):
+    """The reference models of the evaluation, fit on the training anime: name -> (table -> predictions).
+
+    The mean score; ridge and gradient boosting on the metadata encoding alone; and TF-IDF of the synopsis +
+    ridge, the multimodal popularity paper's traditional benchmark (a row without synopsis gets its intercept).
+    """
+    metadata, scores = encode_metadata(train, encoder)[0], train["score"].to_numpy()
+    synopses = train["synopsis"].fillna("")
+    alphas = np.logspace(-2, 3, 11)
+    ridge = RidgeCV(alphas=alphas).fit(metadata, scores)
+    boosting = HistGradientBoostingRegressor(random_state=0).fit(metadata, scores)
+    tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2), stop_words="english"),
+                          RidgeCV(alphas=alphas)).fit(synopses, scores)
+    mean = float(scores.mean())
+    return {
+        "mean score": lambda table: np.full(len(table), mean),
+        "metadata ridge": lambda table: ridge.predict(encode_metadata(table, encoder)[0]),
+        "metadata gradient boosting": lambda table: boosting.predict(encode_metadata(table, encoder)[0]),
+        "TF-IDF synopsis + ridge": lambda table: tfidf.predict(table["synopsis"].fillna("")),
+    }
