@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animeml.cli import PipelineError
+from animeml.cli import PipelineError, atomic_path
 from animeml.paths import SHARED
 
 DEFAULT_CASCADE = SHARED / "models" / "lbpcascade_animeface.xml"
@@ -12,6 +12,7 @@ DEFAULT_CASCADE = SHARED / "models" / "lbpcascade_animeface.xml"
 SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 5
 BOX_COLUMNS = ["x", "y", "w", "h", "score"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
 def load_cascade(path=None):
@@ -95,3 +96,48 @@ def draw_boxes(image, boxes, labels=None, color=(255, 64, 64)):
         cv2.putText(canvas, text, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, color,
                     thickness, cv2.LINE_AA)
     return canvas
+
+
+def list_images(folder):
+    """Image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PipelineError(f"image folder not found: {folder}")
+    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_rgb(path):
+    """An image file as an RGB uint8 array (H, W, 3)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def save_png(image, path):
+    """Write an RGB uint8 array as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def add_detector_arguments(parser):
+    """The face-detector options shared by every script that finds faces."""
+    parser.add_argument("--detector-weights", help="Ultralytics YOLO face model (.pt/.onnx/.tflite) instead of "
+                        "the OpenCV cascade")
+    parser.add_argument("--cascade", help="LBP cascade XML (default ../shared/models/lbpcascade_animeface.xml)")
+    parser.add_argument("--min-size", type=int, default=24, help="smallest face side in pixels (cascade)")
+    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="cascade image pyramid step")
+    parser.add_argument("--min-neighbors", type=int, default=MIN_NEIGHBORS, help="cascade overlapping hits needed")
+    parser.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")
+
+
+def make_detector(args):
+    """A function RGB image -> (n, 5) boxes, from the options of `add_detector_arguments`."""
+    if args.detector_weights:
+        model = load_yolo(args.detector_weights)
+        return lambda image: detect_faces_yolo(image, model, conf=args.conf)
+    cascade = load_cascade(args.cascade)
+    return lambda image: detect_faces(image, cascade, min_size=args.min_size, scale_factor=args.scale_factor,
+                                      min_neighbors=args.min_neighbors)

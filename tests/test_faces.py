@@ -1,0 +1,79 @@
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from animeml.cli import PipelineError
+from animeml.faces import crop_faces, detect_faces, detect_faces_yolo, draw_boxes, load_cascade, load_rgb
+
+SCRIPT = Path(__file__).resolve().parents[1] / "CharacterTagging" / "01_detect_faces.py"
+ILLUSTRATION = "illustrations/ahagon_umiko_0.jpg"
+
+
+@pytest.fixture
+def cascade(shared):
+    if not (shared / "models" / "lbpcascade_animeface.xml").exists():
+        pytest.skip("the anime-face cascade is absent from ../shared/models")
+    return load_cascade()
+
+
+def test_cascade_finds_the_face_of_a_real_illustration_and_none_in_a_flat_image(shared, cascade):
+    image = load_rgb(shared / "data" / "characters" / ILLUSTRATION)
+    faces = detect_faces(image, cascade)
+    assert faces.shape[1] == 5 and len(faces) >= 1
+    x, y, w, h, score = faces[0]
+    assert w >= 24 and h >= 24 and x + w <= image.shape[1] and y + h <= image.shape[0] and score > 0
+    assert detect_faces(np.full((200, 200, 3), 128, np.uint8), cascade).shape == (0, 5)
+    face_crop = load_rgb(shared / "data" / "characters" / "faces" / "ahagon_umiko" / "0.jpg")
+    assert len(detect_faces(face_crop, cascade)) == 1
+
+
+def test_missing_cascade_is_a_one_line_error(tmp_path):
+    with pytest.raises(PipelineError, match="not found"):
+        load_cascade(tmp_path / "missing.xml")
+
+
+def test_crops_are_square_clipped_and_boxes_are_drawn():
+    image = np.zeros((100, 120, 3), np.uint8)
+    boxes = np.array([[10, 20, 40, 40, 2.0], [90, 70, 30, 30, 1.0]], np.float32)
+    crops = crop_faces(image, boxes, margin=0.1)
+    assert crops[0].shape == (48, 48, 3)
+    assert crops[1].shape[:2] == (100 - 67, 120 - 87)  # clipped at the bottom-right corner
+    drawn = draw_boxes(image, boxes, ["a", "b"])
+    assert drawn.shape == image.shape and drawn[20, 10:50].any() and not image.any()
+
+
+def test_yolo_path_returns_boxes_in_xywh(shared):
+    weights = shared / "models" / "yolov8n_int8.tflite"
+    if not weights.exists():
+        pytest.skip(f"{weights} is absent")
+    image = load_rgb(shared / "data" / "characters" / ILLUSTRATION)
+    boxes = detect_faces_yolo(image, weights, conf=0.05)  # a COCO model: every class counts as a "face"
+    assert boxes.ndim == 2 and boxes.shape[1] == 5
+    if len(boxes):
+        assert (boxes[:, 2:4] > 0).all() and (boxes[:, 0] + boxes[:, 2] <= image.shape[1] + 1).all()
+        assert (np.diff(boxes[:, 4]) <= 0).all()
+
+
+def test_detect_step_writes_boxes_drawn_images_and_crops(shared, cascade, tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("ahagon_umiko_0.jpg", "ahagon_umiko_1.jpg"):
+        (images / name).write_bytes((shared / "data" / "characters" / "illustrations" / name).read_bytes())
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(images / "blank.png")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", [SCRIPT.name, "--images", str(images), "--out", str(out)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+    faces = pd.read_csv(out / "faces.csv")
+    assert list(faces.columns) == ["file", "face", "x", "y", "w", "h", "score"]
+    assert "ahagon_umiko_0.jpg" in set(faces["file"]) and "blank.png" not in set(faces["file"])
+    assert sorted(p.name for p in (out / "boxes").iterdir()) == ["ahagon_umiko_0.png", "ahagon_umiko_1.png",
+                                                                 "blank.png"]
+    crops = sorted((out / "crops").iterdir())
+    assert len(crops) == len(faces)
+    assert all(load_rgb(crop).shape[0] == load_rgb(crop).shape[1] for crop in crops)
