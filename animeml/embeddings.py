@@ -52,6 +52,7 @@ def _read_cache(path):
 
 
 def _write_cache(path, cache):
+    cache = {**_read_cache(path), **cache}  # keep what another process added meanwhile
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
