@@ -1,0 +1,81 @@
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from animeml.characters import character_hit_rates, read_face_folders, read_image_labels
+from animeml.cli import PipelineError
+from animeml.faces import detect_faces, load_cascade, load_rgb
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
+CHARACTERS = ("ahagon_umiko", "suzukaze_aoba", "yagami_kou")
+ILLUSTRATIONS = ("ahagon_umiko_0.jpg", "ahagon_umiko_1.jpg", "suzukaze_aoba_0.jpg")
+
+
+def run_script(name, *args, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+
+
+def test_face_folders_need_two_characters(tmp_path):
+    (tmp_path / "only_one").mkdir()
+    (tmp_path / "only_one" / "a.jpg").write_bytes(b"")
+    with pytest.raises(PipelineError, match="two character folders"):
+        read_face_folders(tmp_path)
+
+
+def test_hit_rates_count_images_without_faces_as_misses():
+    faces = pd.DataFrame({"file": ["a.jpg", "a.jpg", "b.jpg"], "best_character": ["x", "y", "z"],
+                          "confidence": [0.9, 0.3, 0.95]})
+    rates = character_hit_rates(faces, {"a.jpg": "y", "b.jpg": "y", "c.jpg": "x"}, unknown_threshold=0.5)
+    assert rates["images"] == 3
+    assert rates["detection_recall"] == pytest.approx(2 / 3)
+    assert rates["character_found"] == pytest.approx(1 / 3)  # only a.jpg, by its second face
+    assert rates["character_found_with_unknown"] == 0.0  # that face is under the threshold
+
+
+def test_tiny_character_model_trains_and_names_every_face(shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    faces = tmp_path / "faces"
+    for character in CHARACTERS:
+        (faces / character).mkdir(parents=True)
+        for source in sorted((shared / "data" / "characters" / "faces" / character).glob("*.jpg"))[:8]:
+            (faces / character / source.name).write_bytes(source.read_bytes())
+    run_script("02_train_characters.py", "--faces-dir", faces, "--backbones", "small_cnn", "--image-size", 32,
+               "--head-epochs", 1, "--finetune-epochs", 1, monkeypatch=monkeypatch)
+
+    data = tmp_path / "data"
+    model = data / "models" / "characters_small_cnn.h5"
+    assert model.stat().st_size > 0
+    assert json.loads(model.with_suffix(".json").read_text())["labels"] == list(CHARACTERS)
+    metrics = pd.read_csv(data / "characters" / "metrics.csv")
+    assert list(metrics["model"]) == ["majority class", "small_cnn"] and metrics["accuracy"].between(0, 1).all()
+    assert (data / "characters" / "confusion_small_cnn.png").stat().st_size > 0
+    split = pd.read_csv(data / "characters" / "split.csv")
+    assert len(split) == 24 and set(split["split"]) == {"train", "val", "test"}
+
+    images = tmp_path / "illustrations"
+    images.mkdir()
+    for name in ILLUSTRATIONS:
+        (images / name).write_bytes((shared / "data" / "characters" / "illustrations" / name).read_bytes())
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"file": [f"illustrations/{name}" for name in ILLUSTRATIONS],
+                  "character": ["ahagon_umiko", "ahagon_umiko", "suzukaze_aoba"]}).to_csv(labels, index=False)
+    out = tmp_path / "identified.csv"
+    run_script("identify_characters.py", "--images", images, "--out", out, "--model", model, "--labels", labels,
+               monkeypatch=monkeypatch)
+
+    rows = pd.read_csv(out)
+    cascade = load_cascade()
+    expected = {name: len(detect_faces(load_rgb(images / name), cascade)) for name in ILLUSTRATIONS}
+    assert rows.groupby("file").size().to_dict() == {name: n for name, n in expected.items() if n}
+    assert set(rows["best_character"]) <= set(CHARACTERS)
+    assert ((rows["character"] == "unknown") == (rows["confidence"] < 0.5)).all()
+    assert sorted(p.name for p in (tmp_path / "identified_boxes").iterdir()) == sorted(
+        f"{Path(name).stem}.png" for name in ILLUSTRATIONS)
+    assert "3 labelled images: a face detected in" in capsys.readouterr().out
+    assert read_image_labels(labels) == {"ahagon_umiko_0.jpg": "ahagon_umiko", "ahagon_umiko_1.jpg": "ahagon_umiko",
+                                         "suzukaze_aoba_0.jpg": "suzukaze_aoba"}
