@@ -95,7 +95,26 @@ def build_application(name, image_size, weights):
         conv1 = base.get_layer("conv1_conv")
         kernel, bias = conv1.get_weights()
         conv1.set_weights([kernel[:, :, ::-1, :], bias])  # BGR -> RGB input channels
-    return keras.Model(inputs, base.output, name="backbone")
+    backbone = keras.Model(inputs, base.output, name="backbone")
+    if any(not isinstance(op, layers.Layer) for op in backbone.operations):
+        # MobileNetV3's hard sigmoid is written `relu6(x + 3.0) * (1 / 6)`: those raw ops reload from .h5 as
+        # Add/Multiply merge layers and fail, so the graph is rebuilt with Rescaling layers (same layers, same
+        # weights) in their place.
+        backbone = keras.models.clone_model(backbone, clone_function=lambda layer: layer,
+                                            call_function=call_with_scalar_ops_as_layers)
+    return backbone
+
+
+def call_with_scalar_ops_as_layers(operation, *args, **kwargs):
+    """clone_model call_function: call layers as they are; `tensor + c` / `tensor * c` become Rescaling."""
+    if isinstance(operation, layers.Layer):
+        return operation(*args, **kwargs)
+    tensor, constant = args
+    if isinstance(operation, keras.src.ops.numpy.Add):
+        return layers.Rescaling(1.0, offset=constant)(tensor)
+    if isinstance(operation, keras.src.ops.numpy.Multiply):
+        return layers.Rescaling(constant)(tensor)
+    raise TypeError(f"no layer for the raw operation {operation.name}")
 
 
 def build_efficientnet_lite0(image_size=224, weights="imagenet", include_top=False):
