@@ -73,7 +73,7 @@ def test_features_dict_rows_follow_their_images(image_paths):
 def test_augmentation_only_when_training(image_paths):
     plain = [first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=6)) for _ in range(2)]
     np.testing.assert_array_equal(plain[0], plain[1])
-    np.testing.assert_allclose(plain[0][0], load_image(image_paths[0], SIZE))
+    np.testing.assert_allclose(plain[0][0], load_image(image_paths[0], SIZE), atol=0.5)  # whole pixel values
 
     targets = np.arange(6)
     ds = image_dataset(image_paths, targets, image_size=SIZE, batch_size=6, training=True, seed=1)
