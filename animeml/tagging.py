@@ -1,0 +1,84 @@
+"""Tag sources for the illustration tagger: a CSV of `file,tags` ("blonde hair, blue eyes") or Danbooru metadata
+JSON (one post per line). Both become a table of `path` (an existing image file) and `tags` (a list).
+
+Danbooru tag names use underscores ("blonde_hair"); they are read with spaces ("blonde hair"), as in the CSV and
+in the captions that image-generation tools expect.
+"""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from animeml.cli import PipelineError
+
+
+def split_tags(text, separator=","):
+    return [tag.strip() for tag in str(text).split(separator) if tag.strip()]
+
+
+def read_tags_csv(path, images_dir=None):
+    """`file,tags` rows; `file` is relative to `images_dir` (default: the CSV's folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"tags CSV not found: {path}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"file", "tags"} <= set(table.columns):
+        raise PipelineError(f"{path} needs the columns file,tags; it has {', '.join(table.columns)}")
+    root = Path(images_dir) if images_dir else path.parent
+    return _existing(pd.DataFrame({"path": [str(root / file) for file in table["file"]],
+                                   "tags": [split_tags(tags) for tags in table["tags"]]}), path)
+
+
+def danbooru_tags(post):
+    """Tag names of one post: `tag_string` (Danbooru API and recent dumps) or `tags` (Danbooru2017-2020 dumps:
+    a list of {"name": ...} or of names)."""
+    if "tag_string" in post:
+        names = str(post["tag_string"]).split()
+    else:
+        names = [tag["name"] if isinstance(tag, dict) else tag for tag in post.get("tags", [])]
+    return [name.replace("_", " ") for name in names]
+
+
+def danbooru_candidates(post, root):
+    """Where a post's image may be under `root`: an explicit file field, the Danbooru2018+ layout
+    `<id % 1000 as 4 digits>/<id>.<ext>` (original/ or 512px/, whose files are .jpg), `<id>.<ext>`, `<md5>.<ext>`."""
+    for key in ("file", "file_path", "path"):
+        if post.get(key):
+            yield root / post[key]
+    ext = post.get("file_ext", "jpg")
+    if "id" in post:
+        post_id = int(post["id"])
+        for name in (f"{post_id}.{ext}", f"{post_id}.jpg"):
+            yield root / f"{post_id % 1000:04d}" / name
+            yield root / name
+    if "md5" in post:
+        yield root / f"{post['md5']}.{ext}"
+
+
+def read_danbooru_json(path, images_dir):
+    """Danbooru metadata, one JSON post per line; posts whose image is not under `images_dir` are left out."""
+    path, root = Path(path), Path(images_dir)
+    if not path.exists():
+        raise PipelineError(f"Danbooru metadata not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                post = json.loads(line)
+            except json.JSONDecodeError:
+                raise PipelineError(f"{path}:{number} is not a JSON object") from None
+            image = next((file for file in danbooru_candidates(post, root) if file.exists()), None)
+            if image is not None:
+                rows.append({"path": str(image), "tags": danbooru_tags(post)})
+    if not rows:
+        raise PipelineError(f"no image of {path} found under {root}")
+    return pd.DataFrame(rows)
+
+
+def _existing(table, source):
+    exists = table["path"].map(lambda file: Path(file).exists())
+    if not exists.any():
+        raise PipelineError(f"none of the images listed in {source} exist")
+    return table[exists].reset_index(drop=True)

@@ -1,0 +1,105 @@
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from animeml.cli import PipelineError
+from animeml.tagging import read_danbooru_json, read_tags_csv
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
+HAIR = {"red_hair": (220, 30, 30), "blue_hair": (30, 30, 220), "green_hair": (30, 200, 30)}
+
+
+def run_script(name, *args, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+
+
+def save_image(path, colour, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(seed).normal(0, 15, (24, 24, 3))
+    Image.fromarray(np.clip(np.asarray(colour) + noise, 0, 255).astype(np.uint8)).save(path)
+
+
+def test_tags_csv_is_read_relative_to_its_folder_and_missing_images_are_dropped(tmp_path):
+    save_image(tmp_path / "images" / "a.png", (0, 0, 0))
+    csv = tmp_path / "tags.csv"
+    csv.write_text('file,tags\nimages/a.png,"blonde hair, blue eyes"\nimages/missing.png,red hair\n')
+    table = read_tags_csv(csv)
+    assert table["path"].tolist() == [str(tmp_path / "images" / "a.png")]
+    assert table["tags"].tolist() == [["blonde hair", "blue eyes"]]
+    (tmp_path / "bad.csv").write_text("image,labels\nx,y\n")
+    with pytest.raises(PipelineError, match="file,tags"):
+        read_tags_csv(tmp_path / "bad.csv")
+
+
+def test_danbooru_json_reads_tag_string_and_tag_lists_and_finds_images_by_id_or_md5(tmp_path):
+    root = tmp_path / "original"
+    save_image(root / "0234" / "1234.png", (0, 0, 0))
+    save_image(root / "abc.jpg", (0, 0, 0))
+    posts = [{"id": 1234, "file_ext": "png", "tag_string": "1girl blonde_hair blue_eyes"},
+             {"id": "77", "md5": "abc", "file_ext": "jpg", "tags": [{"id": "5", "name": "red_hair", "category": "0"}]},
+             {"id": 99, "file_ext": "jpg", "tag_string": "no_image_here"}]
+    metadata = tmp_path / "posts.json"
+    metadata.write_text("\n".join(json.dumps(post) for post in posts) + "\n\n")
+    table = read_danbooru_json(metadata, root)
+    assert table["path"].tolist() == [str(root / "0234" / "1234.png"), str(root / "abc.jpg")]
+    assert table["tags"].tolist() == [["1girl", "blonde hair", "blue eyes"], ["red hair"]]
+    metadata.write_text("{not json\n")
+    with pytest.raises(PipelineError, match="posts.json:1"):
+        read_danbooru_json(metadata, root)
+
+
+@pytest.fixture
+def danbooru(tmp_path):
+    """48 coloured squares whose hair tag is their colour, as Danbooru2018 posts under original/<bucket>/."""
+    root = tmp_path / "original"
+    lines = []
+    for post_id in range(1000, 1048):
+        hair = list(HAIR)[post_id % 3]
+        save_image(root / f"{post_id % 1000:04d}" / f"{post_id}.png", HAIR[hair], seed=post_id)
+        lines.append(json.dumps({"id": post_id, "md5": f"m{post_id}", "file_ext": "png",
+                                 "tag_string": f"1girl {hair} solo" if post_id % 5 == 0 else f"1girl {hair}"}))
+    metadata = tmp_path / "posts.json"
+    metadata.write_text("\n".join(lines) + "\n")
+    return metadata, root
+
+
+def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    metadata, root = danbooru
+    run_script("03_train_tagger.py", "--danbooru-json", metadata, "--images-dir", root, "--backbone", "small_cnn",
+               "--image-size", 32, "--head-epochs", 1, "--finetune-epochs", 1, "--top-n", 4, monkeypatch=monkeypatch)
+    data = tmp_path / "data"
+    sidecar = json.loads((data / "models" / "tags_small_cnn.json").read_text())
+    assert sorted(sidecar["labels"]) == ["1girl", "blue hair", "green hair", "red hair"]  # solo (10 posts) is 5th
+    assert len(sidecar["thresholds"]) == 4
+    metrics = pd.read_csv(data / "tags" / "metrics.csv")
+    assert metrics["model"][0] == "tag prior (global threshold)" and len(metrics) == 3
+    assert metrics[["micro_f1", "macro_f1"]].stack().between(0, 1).all()
+    assert set(pd.read_csv(data / "tags" / "per_tag.csv")["tag"]) == set(sidecar["labels"])
+
+    images = tmp_path / "to_tag"
+    for i, colour in enumerate(HAIR.values()):
+        save_image(images / f"{i}.png", colour, seed=i)
+    out = tmp_path / "tags.csv"
+    run_script("tag_images.py", "--images", images, "--out", out, "--model", data / "models" / "tags_small_cnn.h5",
+               "--txt", "--threshold", 0, monkeypatch=monkeypatch)
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert rows["file"].tolist() == ["0.png", "1.png", "2.png"]
+    for _, row in rows.iterrows():
+        tags = row["tags"].split(", ")
+        assert sorted(tags) == sorted(sidecar["labels"])  # threshold 0: every tag, best first
+        confidences = [float(c) for c in row["confidences"].split(", ")]
+        assert confidences == sorted(confidences, reverse=True)
+        assert (images / row["file"]).with_suffix(".txt").read_text().strip() == row["tags"]
+
+    run_script("tag_images.py", "--images", images, "--out", out, "--model", data / "models" / "tags_small_cnn.h5",
+               "--threshold", 1.01, monkeypatch=monkeypatch)
+    assert (pd.read_csv(out, keep_default_na=False)["tags"] == "").all()
+    assert "3 images tagged (0 with at least one tag)" in capsys.readouterr().out
