@@ -4,7 +4,7 @@ For a query anime q and every anime i of the catalogue at once:
 
     metadata(q, i) = sum_f w_f s_f(q, i) / max(sum_f w_f, MIN_SHARED_WEIGHT)   over the fields q and i both have
                      s_f = Jaccard of the two sets (set fields), 1 - |a - b| / catalogue range (number fields)
-    text(q, i)     = cosine of the L2-normalised synopsis embeddings (FAISS inner product)
+    text(q, i)     = cosine of the L2-normalised synopsis embeddings (stored as a FAISS inner-product index)
     hybrid(q, i)   = ALPHA * minmax(metadata) + (1 - ALPHA) * minmax(text)
 
 Missing data: most rows lack studios, producers, type, source, duration and year, so the weights are renormalised
@@ -14,7 +14,8 @@ part of the hybrid gets the median of that part (no evidence either way), so an 
 recommended on its metadata; when the query itself has no synopsis, its hybrid is its metadata part alone.
 
 Set fields are multi-hot sparse matrices, so Jaccard for the whole catalogue is one sparse matrix-vector product
-per field; one query is a few such products, one exact FAISS search and some array arithmetic.
+per field; one query is a few such products, one dense product with the synopsis vectors of the FAISS index
+(every cosine is needed for the blend, so an exhaustive product beats a k-nearest search) and array arithmetic.
 
 Franchise: the table has no franchise column, so `franchise_key` derives one from the romaji title: the part
 before the first ":" or " - " (the subtitle), without parentheses, punctuation, numbers, roman numerals and words
@@ -84,7 +85,7 @@ class Recommendation:
 
 
 class Recommender:
-    """The catalogue as arrays: multi-hot set fields, scaled numbers, and a FAISS index of synopsis embeddings."""
+    """The catalogue as arrays: multi-hot set fields, scaled numbers, and the synopsis embeddings."""
 
     def __init__(self, table, text_ids, text_vectors):
         self.table = table.reset_index(drop=True)
@@ -95,21 +96,23 @@ class Recommender:
             lists = self.table[field].map(split_list)
             self.sets[field] = MultiLabelBinarizer(sparse_output=True).fit_transform(lists).tocsr().astype(np.float32)
             self.set_sizes[field] = np.asarray(self.sets[field].sum(axis=1)).ravel()
-        self.numbers, self.spans = {}, {}
+        self.numbers, self.spans, self.present = {}, {}, {}
         for field in NUMBER_WEIGHTS:
             values = pd.to_numeric(self.table[field], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             self.numbers[field] = np.log1p(values) if field in LOG_SCALE else values
             self.spans[field] = max(float(np.nanmax(self.numbers[field]) - np.nanmin(self.numbers[field])), 1e-9)
+        for field in SET_WEIGHTS:
+            self.present[field] = (self.set_sizes[field] > 0).astype(np.float64)
+        for field in NUMBER_WEIGHTS:
+            self.present[field] = np.isfinite(self.numbers[field]).astype(np.float64)
         self.franchise = self.table["name"].map(franchise_key).to_numpy()
         self.genre_sets = self.table["genres"].map(lambda g: frozenset(split_list(g))).to_numpy()
 
         known = np.isin(np.asarray(text_ids), self.table["anime_id"])
-        text_vectors = np.ascontiguousarray(np.asarray(text_vectors, dtype=np.float32)[known])
+        self.vectors = np.ascontiguousarray(np.asarray(text_vectors, dtype=np.float32)[known])
         self.text_rows = self.row_of[np.asarray(text_ids)[known]].to_numpy()
         self.text_position = np.full(self.n, -1)
         self.text_position[self.text_rows] = np.arange(len(self.text_rows))
-        self.index = faiss.IndexFlatIP(text_vectors.shape[1])
-        self.index.add(text_vectors)
 
         self.titles = [(unicodedata.normalize("NFKC", t), row) for col in NAME_COLUMNS
                        for row, t in self.table[col].items() if isinstance(t, str)]
@@ -132,32 +135,30 @@ class Recommender:
         """Weighted similarity of every anime to `row` over the fields both have; NaN where they share none."""
         total, weight = np.zeros(self.n), np.zeros(self.n)
         for field, w in SET_WEIGHTS.items():
-            sizes = self.set_sizes[field]
+            matrix, sizes = self.sets[field], self.set_sizes[field]
             if sizes[row] == 0:
                 continue
-            query = self.sets[field][row].toarray().ravel()
-            shared = self.sets[field] @ query
-            both = sizes > 0
-            total[both] += w * shared[both] / (sizes[both] + sizes[row] - shared[both])
-            weight[both] += w
+            query = np.zeros(matrix.shape[1], dtype=np.float32)
+            query[matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]] = 1.0
+            shared = matrix @ query
+            total += w * shared / (sizes + sizes[row] - shared)  # 0 where the anime has no such set
+            weight += w * self.present[field]
         for field, w in NUMBER_WEIGHTS.items():
             values = self.numbers[field]
             if np.isnan(values[row]):
                 continue
-            both = ~np.isnan(values)
-            total[both] += w * (1.0 - np.abs(values[both] - values[row]) / self.spans[field])
-            weight[both] += w
-        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = 1.0 - np.abs(values - values[row]) / self.spans[field]
+            total += w * np.nan_to_num(similarity)
+            weight += w * self.present[field]
+        with np.errstate(invalid="ignore"):
             return np.where(weight > 0, total / np.maximum(weight, MIN_SHARED_WEIGHT), np.nan)
 
     def text_similarity(self, row):
-        """Synopsis cosine of every anime to `row`, from one exact FAISS search; NaN where a synopsis is missing."""
+        """Synopsis cosine of every anime to `row` (one matrix-vector product); NaN where a synopsis is missing."""
         cosine = np.full(self.n, np.nan)
         position = self.text_position[row]
-        if position < 0:
-            return cosine
-        similarities, positions = self.index.search(self.index.reconstruct(int(position))[None], self.index.ntotal)
-        cosine[self.text_rows[positions[0]]] = similarities[0]
+        if position >= 0:
+            cosine[self.text_rows] = self.vectors @ self.vectors[position]
         return cosine
 
     def hybrid(self, row, alpha=ALPHA, metadata=None, text=None):
@@ -262,7 +263,7 @@ def minmax(values, exclude_row):
 
 def python_items(rec):
     """The catalogue as plain Python objects, one dict per anime."""
-    vectors = {int(r): rec.index.reconstruct(int(p)).tolist() for p, r in enumerate(rec.text_rows)}
+    vectors = {int(r): rec.vectors[p].tolist() for p, r in enumerate(rec.text_rows)}
     items = []
     for row in range(rec.n):
         item = {f: set(split_list(rec.table.at[row, f])) for f in SET_WEIGHTS}
