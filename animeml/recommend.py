@@ -235,7 +235,8 @@ class Recommender:
         if wanted:
             hits &= np.array([wanted <= {g.casefold() for g in have} for have in self.genre_sets])
         found = self.table.loc[hits, ["anime_id", "name", "english_name", "genres", "episodes", "score"]]
-        return found.sort_values("score", ascending=False, na_position="last").head(limit)
+        found = found.sort_values("score", ascending=False, na_position="last").head(limit)
+        return found.fillna({"english_name": "", "genres": ""})
 
     def details(self, row):
         """One anime's fields, its derived franchise key and the other entries of that franchise."""
