@@ -17,10 +17,7 @@ from animeml import paths
 from animeml.cli import PipelineError, run, write_csv
 from animeml.faces import DEFAULT_CASCADE, load_cascade
 from animeml.gradcam import explain_posters, pick_examples
-from animeml.images import image_dataset
-from animeml.merge import read_merged
-from animeml.score_features import score_split
-from animeml.score_models import load_score_model, model_path
+from animeml.score_models import load_score_model, model_path, predict_scores, scored_poster_rows
 
 
 def main():
@@ -32,33 +29,30 @@ def main():
     parser.add_argument("--face-cascade", type=Path, default=DEFAULT_CASCADE)
     parser.add_argument("--out", type=Path, default=paths.reports_dir() / "gradcam")
     args = parser.parse_args()
-    if not args.merged.exists():
-        raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise PipelineError(f"--images not found: {', '.join(missing)}")
 
     model, sidecar = load_score_model("vision", args.model)
-    image_size = sidecar["image_size"]
-    merged = read_merged(args.merged)
-    test = merged[merged["score"].notna() & (score_split(merged["anime_id"]) == "test")].reset_index(drop=True)
+    table, split = scored_poster_rows(args.merged)
+    test = table[split == "test"].reset_index(drop=True)
     if test.empty:
         raise PipelineError("no scored test posters in the saved score split")
-    test["predicted"] = model.predict(image_dataset(test["image_path"], image_size=image_size), verbose=0)[:, 0]
+    test["predicted"] = predict_scores(model, sidecar, test, test["image_path"])
     test_mae = (test["predicted"] - test["score"]).abs().mean()
     baseline_mae = (sidecar["score_train_mean"] - test["score"]).abs().mean()
 
-    # Posters to explain: the picked test posters, then --images (with their metadata when step 03 has them)
-    known = merged.assign(key=[str(Path(p).resolve()) for p in merged["image_path"]]).drop_duplicates("key")
+    # Posters to explain: the picked test posters, then --images (with their true score when they are scored)
+    known = table.assign(key=[str(Path(p).resolve()) for p in table["image_path"]]).drop_duplicates("key")
     extra = pd.DataFrame({"key": [str(p.resolve()) for p in args.images]})
     extra = extra.merge(known.drop(columns="image_path"), on="key", how="left")
     extra = extra.assign(image_path=[str(p) for p in args.images], group="extra").drop(columns="key")
     chosen = pd.concat([pick_examples(test, args.per_group), extra], ignore_index=True)
 
-    table = explain_posters(model, chosen, image_size, args.out, load_cascade(args.face_cascade))
-    write_csv(table, args.out / "gradcam_posters.csv")
+    explained = explain_posters(model, chosen, sidecar["image_size"], args.out, load_cascade(args.face_cascade))
+    write_csv(explained, args.out / "gradcam_posters.csv")
 
-    gradcam = table[table["method"] == "gradcam"]
+    gradcam = explained[explained["method"] == "gradcam"]
     print(f"test MAE {test_mae:.3f} over {len(test)} posters (train-mean baseline {baseline_mae:.3f}); "
           f"explained {len(chosen)} posters into {args.out}: Grad-CAM heat on faces "
           f"{gradcam['face_heat_share'].mean():.2f} (area {gradcam['face_area_share'].mean():.2f}), "
