@@ -2,8 +2,11 @@
 per-file OpenCV loop of the original coursework scripts (cv2.imread, cvtColor, resize, np.stack per batch).
 
 Both read the same posters at the same image size and batch size (bilinear resize), after one untimed pass
-that warms the operating system's file cache; the two loaders take turns --repeats times and the median counts. With --train, also measures training images per second of each backbone
-(random weights, whole backbone trainable, a Dense head) on augmented batches from image_dataset.
+that warms the operating system's file cache; the two loaders take turns --repeats times and the median counts.
+With --train, also measures training images per second of each backbone (random weights, whole backbone
+trainable, a Dense head) on augmented batches from image_dataset.
+
+    python benchmarks/bench_image_loader.py [--images DIR] [--limit 256 --train]
 """
 import argparse
 import time
