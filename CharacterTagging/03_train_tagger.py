@@ -36,6 +36,7 @@ def main():
     parser.add_argument("--head-epochs", type=int, default=40, help="head on frozen features (or scratch epochs)")
     parser.add_argument("--finetune-epochs", type=int, default=6)
     parser.add_argument("--finetune-layers", type=int, default=1000, help="top backbone layers unfrozen")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of fine-tuning")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=10, help="early stopping on validation loss")
     parser.add_argument("--seed", type=int, default=42)
@@ -65,8 +66,8 @@ def main():
     model = build_classifier(args.backbone, len(tags), args.image_size, multi_label=True)
     train_classifier(model, part["train"], part["val"], args.image_size, multi_label=True, from_scratch=from_scratch,
                      head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
-                     finetune_layers=args.finetune_layers, batch_size=args.batch_size, patience=args.patience,
-                     seed=args.seed)
+                     finetune_layers=args.finetune_layers, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
+                     patience=args.patience, seed=args.seed)
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
     prob_val, prob_test = (predict_images(model, list(paths), args.image_size) for paths in (val_paths, test_paths))
 

@@ -65,7 +65,7 @@ def _fit(model, train_ds, val_ds, epochs, learning_rate, multi_label, patience):
 
 
 def train_classifier(model, train, val, image_size, multi_label, from_scratch=False, head_epochs=40,
-                     finetune_epochs=10, finetune_layers=60, batch_size=32, patience=5, seed=0):
+                     finetune_epochs=10, finetune_layers=60, finetune_lr=1e-4, batch_size=32, patience=5, seed=0):
     """Train `model` (from build_classifier) on `train` and `val`, each a `(paths, targets)` pair.
 
     Pretrained backbone: `head_epochs` of the head on cached frozen features, then `finetune_epochs` of the top
@@ -88,7 +88,7 @@ def train_classifier(model, train, val, image_size, multi_label, from_scratch=Fa
          head_epochs, 1e-3, multi_label, patience)
     if finetune_epochs:
         set_trainable(features, finetune_layers)
-        _fit(model, train_images, val_images, finetune_epochs, 1e-4, multi_label, patience)
+        _fit(model, train_images, val_images, finetune_epochs, finetune_lr, multi_label, patience)
     return model
 
 

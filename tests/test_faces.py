@@ -28,6 +28,9 @@ def test_cascade_finds_the_face_of_a_real_illustration_and_none_in_a_flat_image(
     x, y, w, h, score = faces[0]
     assert w >= 24 and h >= 24 and x + w <= image.shape[1] and y + h <= image.shape[0] and score > 0
     assert detect_faces(np.full((200, 200, 3), 128, np.uint8), cascade).shape == (0, 5)
+    enlarged = detect_faces(image, cascade, min_size=48, upscale=2.0)  # boxes back in original pixels
+    centres = enlarged[:, :2] + enlarged[:, 2:4] / 2
+    assert (np.abs(centres - (x + w / 2, y + h / 2)).max(axis=1) < w / 4).any()
     face_crop = load_rgb(shared / "data" / "characters" / "faces" / "ahagon_umiko" / "0.jpg")
     assert len(detect_faces(face_crop, cascade)) == 1
 
