@@ -4,7 +4,9 @@ A pretrained backbone is first frozen (its head trained on cached features), the
 on augmented posters; a backbone from scratch trains end to end. Early stopping on validation micro-F1. The
 thresholds (one per genre, and one shared) are tuned on validation for micro-F1 and stored in the sidecar.
 
-Reads data/genres/labels.csv (step 01); writes data/models/genres_<backbone>_<loss>.h5 and .json.
+Reads data/genres/labels.csv (step 01); writes data/models/genres_<backbone>_<loss>.h5 and .json (the name
+gets `_scratch` for a keras.applications backbone without ImageNet weights, `_catalog` when step 01 added the
+catalog covers).
 
     nice -n 10 python GenreClassification/02_train.py --backbone efficientnet_lite0 --loss focal
     nice -n 10 python GenreClassification/02_train.py --backbone mobilenetv3small --weights none --loss bce
@@ -38,10 +40,11 @@ def main():
     args = parser.parse_args()
     weights = None if args.weights == "none" or args.backbone == "small_cnn" else "imagenet"
     pretrained = is_pretrained(args.backbone, weights)
-    name = args.backbone if pretrained or args.backbone == "small_cnn" else f"{args.backbone}_scratch"
-    out = args.out or model_path(name, args.loss)
-
     table, genres = read_labels()
+    catalog_covers = int((table["source"] == "catalog").sum())
+    name = args.backbone if pretrained or args.backbone == "small_cnn" else f"{args.backbone}_scratch"
+    name += "_catalog" if catalog_covers else ""
+    out = args.out or model_path(name, args.loss)
     if not {"train", "val"} <= set(table["split"]):
         raise PipelineError("the labelled table needs train and val rows")
     start = time.time()
@@ -55,7 +58,7 @@ def main():
     val_f1 = evaluate(y_val, prob_val, per_genre, genres)["micro_f1"]
     sidecar = {"genres": genres, "thresholds": dict(zip(genres, map(float, per_genre))), "global_threshold": shared,
                "backbone": args.backbone, "weights": weights or "none", "model": name, "loss": args.loss,
-               "image_size": args.image_size, "val_micro_f1": val_f1, "history": history,
+               "image_size": args.image_size, "catalog_covers": catalog_covers, "val_micro_f1": val_f1, "history": history,
                "train_seconds": round(time.time() - start, 1)}
     save_model(model, out, sidecar)
     print(f"wrote {out}: val micro-F1 {val_f1:.3f} (per-genre thresholds), {sidecar['train_seconds']}s")

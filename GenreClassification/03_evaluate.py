@@ -24,8 +24,8 @@ from animeml.genres import (SCHEMES, genres_dir, load_model, markdown_results, p
                             read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
 from animeml.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
 
-SUMMARY_COLUMNS = ["model", "loss", "scheme", "micro_f1", "micro_precision", "micro_recall", "macro_f1", "map",
-                   "top1_accuracy", "top3_accuracy"]
+SUMMARY_COLUMNS = ["model", "loss", "scheme", "val_micro_f1", "micro_f1", "micro_precision", "micro_recall",
+                   "macro_f1", "map", "top1_accuracy", "top3_accuracy"]
 EXAMPLES = 12
 
 
@@ -39,7 +39,8 @@ def main():
 
     table, genres = read_labels()
     split = {name: table[table["split"] == name] for name in ("train", "val", "test")}
-    y_train, y_val, y_test = (targets(split[name], genres) for name in ("train", "val", "test"))
+    y_val, y_test = targets(split["val"], genres), targets(split["test"], genres)
+    y_train = targets(split["train"][split["train"]["source"] == "poster"], genres)  # the prior of posters only
     out = genres_dir()
 
     rows, best = [], None

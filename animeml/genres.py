@@ -10,13 +10,14 @@ import keras
 import numpy as np
 import pandas as pd
 from keras import layers
+from sklearn.metrics import f1_score
 
 from animeml.backbones import build_backbone, set_trainable
 from animeml.cli import PipelineError, atomic_path
 from animeml.images import image_dataset
 from animeml.metadata import split_list
-from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, tune_global_threshold,
-                                tune_thresholds)
+from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
+                                tune_global_threshold, tune_thresholds)
 from animeml.paths import data_dir, models_dir
 from animeml.splits import SPLITS, load_or_make_split
 
@@ -142,7 +143,7 @@ class ValidationF1(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         prob = self.model.predict(self.inputs, verbose=0)
-        f1 = evaluate(self.y_val, prob, tune_global_threshold(self.y_val, prob), ["_"] * prob.shape[1])["micro_f1"]
+        f1 = f1_score(self.y_val, predict(prob, tune_global_threshold(self.y_val, prob)), average="micro")
         self.history.append(f1)
         print(f"  epoch {epoch + 1}: val micro-F1 {f1:.3f}")
         if f1 > self.best:
@@ -188,12 +189,12 @@ def train(table, genres, backbone_name, loss_name, image_size=160, pretrained=Tr
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
         stop = ValidationF1(val_images, y_val, patience=patience)
         stop.best, stop.best_weights = stages[0][1].best, model.get_weights()
-        model.fit(train_images, epochs=finetune_epochs, callbacks=[stop], verbose=0)
+        model.fit(train_images, epochs=finetune_epochs, callbacks=[stop], verbose=0, shuffle=False)
         stages.append(("finetune", stop))
     else:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
         stop = ValidationF1(val_images, y_val, patience=patience)
-        model.fit(train_images, epochs=scratch_epochs, callbacks=[stop], verbose=0)
+        model.fit(train_images, epochs=scratch_epochs, callbacks=[stop], verbose=0, shuffle=False)
         stages.append(("scratch", stop))
     history = {name: stop.history for name, stop in stages}
     return model, history
