@@ -2,8 +2,8 @@
 compare backbones on one test split (by file, seeded, stratified by character).
 
 Writes data/models/characters_<backbone>.h5 (+ .json sidecar with the character names), and under
-data/characters/: split.csv, metrics.csv (one row per backbone, next to the majority-class baseline),
-per_character_<backbone>.csv and confusion_<backbone>.png.
+data/characters/: split.csv, metrics.csv (one row per backbone trained on this split, next to the majority-class
+baseline), per_character_<backbone>.csv and confusion_<backbone>.png.
 """
 import argparse
 
@@ -48,7 +48,8 @@ def main():
 
     test_paths, test_y = part["test"]
     majority = np.bincount(part["train"][1], minlength=len(names)).argmax()
-    rows = [{"model": "majority class", "accuracy": float(np.mean(test_y == majority)), "macro_f1": None}]
+    rows = [{"model": "majority class", "image_size": None, "accuracy": float(np.mean(test_y == majority)),
+             "macro_f1": None}]
     for backbone in args.backbones:
         from_scratch = backbone in SCRATCH_BACKBONES
         model = build_classifier(backbone, len(names), args.image_size, multi_label=False)
@@ -57,7 +58,8 @@ def main():
                          finetune_layers=args.finetune_layers, patience=args.patience, seed=args.seed)
         predicted = predict_images(model, list(test_paths), args.image_size).argmax(axis=1)
         accuracy, per_character = class_report(test_y, predicted, names)
-        rows.append({"model": backbone, "accuracy": accuracy, "macro_f1": float(per_character["f1"].mean())})
+        rows.append({"model": backbone, "image_size": args.image_size, "accuracy": accuracy,
+                     "macro_f1": float(per_character["f1"].mean())})
         write_csv(per_character, characters_dir() / f"per_character_{backbone}.csv")
         plot_confusion(test_y, predicted, names, characters_dir() / f"confusion_{backbone}.png",
                        f"{backbone}: test accuracy {accuracy:.3f}")
@@ -66,7 +68,11 @@ def main():
                     "pretrained": not from_scratch, "test_accuracy": accuracy})
         print(per_character.round(3).to_string(index=False))
 
+    # Backbones trained in earlier runs on the same split keep their rows.
     metrics = pd.DataFrame(rows)
+    if (characters_dir() / "metrics.csv").exists():
+        earlier = pd.read_csv(characters_dir() / "metrics.csv")
+        metrics = pd.concat([earlier[~earlier["model"].isin(metrics["model"])], metrics], ignore_index=True)
     write_csv(metrics, characters_dir() / "metrics.csv")
     print(metrics.round(3).to_string(index=False))
 
