@@ -46,6 +46,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", type=Path, default=paths.raw_csv())
     parser.add_argument("--index-dir", type=Path, default=paths.recommendation_dir())
+    parser.add_argument("--out", type=Path, default=paths.recommendation_dir(), help="folder for the two CSVs")
     args = parser.parse_args()
 
     rec = Recommender.load(read_anime_table(args.csv), args.index_dir)
@@ -53,9 +54,9 @@ def main():
     if args.limit and args.limit < len(queries):
         queries = np.sort(np.random.default_rng(args.seed).choice(queries, args.limit, replace=False))
     results = evaluate(rec, queries, args.k, args.alpha, args.seed)
-    write_csv(results, args.index_dir / "evaluation.csv")
+    write_csv(results, args.out / "evaluation.csv")
     summary = summarise(results, args.k)
-    write_csv(summary, args.index_dir / "evaluation_summary.csv")
+    write_csv(summary, args.out / "evaluation_summary.csv")
     print(f"{len(queries)} queries of {rec.n} anime (franchise with 2+ entries), alpha={args.alpha}, k={args.k}")
     print(summary.to_string(index=False))
 

@@ -89,6 +89,8 @@ class Recommender:
 
     def __init__(self, table, text_ids, text_vectors):
         self.table = table.reset_index(drop=True)
+        for col in NAME_COLUMNS + ["genres"]:
+            self.table[col] = self.table[col].astype("string")  # an all-missing column would be float
         self.n = len(self.table)
         self.row_of = pd.Series(np.arange(self.n), index=self.table["anime_id"])
         self.sets, self.set_sizes = {}, {}
@@ -228,7 +230,7 @@ class Recommender:
         """Anime whose names contain `name` (case-insensitive) and that have every genre in `genres`."""
         hits = np.ones(self.n, dtype=bool)
         if name:
-            names = [self.table[col].astype("string").str.contains(name, case=False, regex=False, na=False)
+            names = [self.table[col].str.contains(name, case=False, regex=False, na=False)
                      for col in NAME_COLUMNS]
             hits &= np.logical_or.reduce([found.to_numpy() for found in names])
         wanted = {g.casefold() for g in genres}

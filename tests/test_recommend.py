@@ -1,5 +1,6 @@
 """Recommendation on a small synthetic catalogue: ranking, vectorised == loop, titles, favourites, the scripts."""
 import io
+import json
 import runpy
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -177,3 +178,17 @@ def test_script_title_typo_prints_did_you_mean(data_dir):
     assert "did you mean" in err and "Star Hunters: The Movie" in err
     status, out, _ = script(data_dir, "Recommendation/recommend.py", "--title", "Star Huntres", "-k", "2")
     assert status == 0 and "fuzzy match" in out and set(recommended_ids(out)) == {2, 3}
+
+
+def test_evaluate_and_benchmark_scripts(data_dir):
+    status, out, err = script(data_dir, "Recommendation/02_evaluate.py", "-k", "2")
+    assert status == 0, err
+    summary = pd.read_csv(data_dir / "recommendation" / "evaluation_summary.csv")
+    everything = summary[summary["queries"] == "all queries"].set_index("method")
+    assert everything.loc["hybrid", "n"] == 5 and everything.loc["synopsis only", "n"] == 4
+    assert everything.loc["hybrid", "hit@2"] > everything.loc["random", "hit@2"]
+
+    status, out, err = script(data_dir, "Recommendation/03_benchmark.py", "--queries", "5", "--loop-queries", "3")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["catalogue"] == 12 and report["largest_score_difference"] < 1e-5
