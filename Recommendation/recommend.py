@@ -5,8 +5,9 @@
 
 The title is matched against Name, English name and Other name (exact, else a close typo; otherwise the error
 lists "did you mean" suggestions). With --favorites each anime is scored against every favourite and keeps its
-best score (the table names that favourite); no favourite is ever recommended. --exclude-franchise also leaves out the other seasons, movies and OVAs of the
-query's (or a favourite's) franchise. Needs Recommendation/01_build_index.py to have run.
+best score (the table names that favourite); no favourite is ever recommended. --exclude-franchise also leaves
+out the other seasons, movies and OVAs of the query's (or a favourite's) franchise. Needs
+Recommendation/01_build_index.py to have run.
 """
 import argparse
 from pathlib import Path

@@ -33,7 +33,6 @@ import faiss
 import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process, utils
-from scipy import sparse
 from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
