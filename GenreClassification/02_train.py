@@ -8,7 +8,7 @@ Reads data/genres/labels.csv (step 01); writes data/models/genres_<backbone>_<lo
 gets `_scratch` for a keras.applications backbone without ImageNet weights, `_catalog` when step 01 added the
 catalog covers).
 
-    nice -n 10 python GenreClassification/02_train.py --backbone efficientnet_lite0 --loss focal
+    nice -n 10 python GenreClassification/02_train.py --backbone efficientnet_lite0 --loss bce
     nice -n 10 python GenreClassification/02_train.py --backbone mobilenetv3small --weights none --loss bce
 """
 import argparse
@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
                         help="'none' trains a keras.applications backbone from scratch (small_cnn always is)")
-    parser.add_argument("--loss", choices=LOSSES, default="focal", help="binary focal or plain binary cross-entropy")
+    parser.add_argument("--loss", choices=LOSSES, default="bce", help="plain binary or binary focal cross-entropy")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--frozen-epochs", type=int, default=40, help="head epochs on frozen features")
     parser.add_argument("--finetune-epochs", type=int, default=3)

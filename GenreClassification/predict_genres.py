@@ -14,7 +14,7 @@ from animeml.cli import PipelineError, run, write_csv
 from animeml.genres import load_model, model_path, predict_table, scheme_thresholds
 from animeml.multilabel import predict
 
-DEFAULT_MODEL = model_path("efficientnet_lite0", "focal")
+DEFAULT_MODEL = model_path("efficientnet_lite0", "bce")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
 
 
