@@ -39,11 +39,13 @@ def bootstrap_indices(n, n_boot=1000, seed=0):
 
 
 def bootstrap_intervals(y_true, y_pred, score_range, indices, level=0.95):
-    """Percentile interval of each metric over the resamples in `indices`: {name: (low, high)}."""
+    """Percentile interval of each metric over the resamples in `indices`: {name: (low, high)}; a correlation
+    that is undefined on every resample (constant predictions) gets (NaN, NaN)."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     samples = pd.DataFrame([regression_metrics(y_true[i], y_pred[i], score_range) for i in indices])
     tail = (1 - level) / 2 * 100
-    return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) for name in METRIC_NAMES}
+    return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) if samples[name].notna().any()
+            else (np.nan, np.nan) for name in METRIC_NAMES}
 
 
 def metrics_table(y_true, predictions, score_range, n_boot=1000, seed=0):

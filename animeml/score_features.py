@@ -4,7 +4,7 @@
     X, columns, groups = encode_metadata(table, spec)      # groups: {"genres": [start, end), ...} inside X
     inputs = model_inputs(table, sidecar)                   # {"metadata": X, "synopsis": E} for a saved model
 
-Every group carries its own `missing` indicator column: most rows of the table lack type, studios, source and
+Every group carries its own `missing` indicator column, always its last: most rows of the table lack type, studios, source and
 year, and a silent zero would read as a real value.
 """
 import sys
@@ -25,7 +25,14 @@ SPLIT_SEED = 42
 LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot
 CATEGORY_COLUMNS = ["type", "source", "rating"]  # one-hot
 LOG_NUMBER_COLUMNS = ["episodes", "duration_min"] + POST_RELEASE_COLUMNS  # heavy-tailed: log1p, then z-score
-GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating"]
+GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating", "title"]
+# What a title says before release: sequels, movies and specials score differently from first seasons.
+TITLE_PATTERNS = {
+    "sequel": r"season|\b2nd\b|\b3rd\b|\b\d+th\b|\bII+\b|\b[2-9]\b|part \d|final|shippuuden|zoku|kan\b|!!",
+    "movie": r"movie|gekijouban|film",
+    "special": r"special|ova|oad|recap|picture drama|mini|petit|chibi|\bcm\b|pv",
+    "subtitle": r":",
+}
 MIN_COUNT = 5  # a category seen fewer times in train is encoded as `other`
 
 
@@ -73,7 +80,9 @@ def fit_metadata_encoder(train, with_post_release=False):
     spec = {"vocabularies": {}, "scalings": {}, "groups": []}
     numeric = ["episodes", "year", "duration_min"] + (POST_RELEASE_COLUMNS if with_post_release else [])
     for column in GROUP_ORDER + (POST_RELEASE_COLUMNS if with_post_release else []):
-        if column in numeric:
+        if column == "title":
+            pass  # fixed patterns, nothing to learn
+        elif column in numeric:
             known = _numbers(train, column)
             known = known[~np.isnan(known)]
             mean, std = (float(known.mean()), float(known.std()) or 1.0) if len(known) else (0.0, 1.0)
@@ -91,7 +100,12 @@ def encode_metadata(table, spec):
     blocks, columns, groups = [], [], {}
     for group in spec["groups"]:
         start = len(columns)
-        if group in spec["scalings"]:
+        if group == "title":
+            names = table["name"] if "name" in table.columns else pd.Series(np.nan, index=table.index, dtype=object)
+            blocks += [names.str.contains(pattern, case=False, regex=True).fillna(False).to_numpy(float)
+                       for pattern in TITLE_PATTERNS.values()] + [names.isna().to_numpy()]
+            columns += [f"title={flag}" for flag in TITLE_PATTERNS] + ["title_missing"]
+        elif group in spec["scalings"]:
             mean, std = spec["scalings"][group]
             values = _numbers(table, group)
             missing = np.isnan(values)

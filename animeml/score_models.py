@@ -22,7 +22,8 @@ from keras import layers
 
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from animeml import paths
@@ -93,11 +94,13 @@ def save_h5(model, path):
 # --- models ----------------------------------------------------------------------------------------------
 
 def score_head(x, score_mean, name="score"):
-    """A linear score whose bias starts at the training mean, so the first epochs are not spent finding it."""
-    return layers.Dense(1, bias_initializer=keras.initializers.Constant(score_mean), name=name)(x)
+    """A linear score that starts as the training mean: the first epochs are not spent finding it, and the
+    untrained model is the mean baseline."""
+    return layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(score_mean),
+                        name=name)(x)
 
 
-def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.3):
+def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.5):
     metadata = keras.Input((metadata_dim,), name="metadata")
     synopsis = keras.Input((synopsis_dim,), name="synopsis")
     x = layers.Concatenate()([metadata, synopsis])
@@ -143,6 +146,26 @@ def predict_scores(model, sidecar, table, image_paths=None, batch_size=32):
     else:
         ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     return model.predict(ds, verbose=0).reshape(-1)
+
+
+def poster_problem(path):
+    """Why the poster at `path` cannot be scored ("" when it can): missing, or not decodable by tf.data."""
+    path = Path(path)
+    if not path.is_file():
+        return f"no poster: {path} not found"
+    try:
+        tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return f"poster {path} is not a readable JPEG, PNG, GIF or BMP image"
+    return ""
+
+
+def nothing_known(table, sidecar):
+    """Rows with no synopsis and every metadata group but the title missing: a score for them would only echo
+    the mean."""
+    metadata = encode_metadata(table, sidecar["encoder"])[0]
+    missing = [metadata[:, end - 1] == 1 for group, (_, end) in sidecar["input_groups"].items() if group != "title"]
+    return np.logical_and.reduce(missing) & table["synopsis"].isna().to_numpy()
 
 
 # --- the poster models (steps 05 and OnlyPoster/01) -------------------------------------------------------
@@ -280,8 +303,10 @@ def fit_baselines(train, encoder):
     alphas = np.logspace(-2, 3, 11)
     ridge = RidgeCV(alphas=alphas).fit(metadata, scores)
     boosting = HistGradientBoostingRegressor(random_state=0).fit(metadata, scores)
-    tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2), stop_words="english"),
-                          RidgeCV(alphas=alphas)).fit(synopses, scores)
+    tfidf = GridSearchCV(  # RidgeCV's leave-one-out would build a dense n x n matrix from the sparse TF-IDF
+        make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2), stop_words="english"),
+                      Ridge()),
+        {"ridge__alpha": [0.3, 1.0, 3.0, 10.0]}, cv=3, scoring="neg_mean_absolute_error").fit(synopses, scores)
     mean = float(scores.mean())
     return {
         "mean score": lambda table: np.full(len(table), mean),

@@ -1,0 +1,49 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn import metrics
+
+from animeml.metrics import METRIC_NAMES, metrics_table, regression_metrics, write_tables
+
+
+def test_regression_metrics_match_sklearn_and_scipy():
+    rng = np.random.default_rng(0)
+    y_true = rng.uniform(5, 9, 50)
+    y_pred = y_true + rng.normal(0, 0.5, 50)
+    got = regression_metrics(y_true, y_pred, score_range=(1, 10))
+    assert got["MAE"] == pytest.approx(metrics.mean_absolute_error(y_true, y_pred))
+    assert got["RMSE"] == pytest.approx(np.sqrt(metrics.mean_squared_error(y_true, y_pred)))
+    assert got["R2"] == pytest.approx(metrics.r2_score(y_true, y_pred))
+    assert got["Pearson"] == pytest.approx(stats.pearsonr(y_true, y_pred)[0])
+    assert got["Spearman"] == pytest.approx(stats.spearmanr(y_true, y_pred)[0])
+    assert got["Kendall"] == pytest.approx(stats.kendalltau(y_true, y_pred)[0])
+    assert got["MSE_minmax"] == pytest.approx(metrics.mean_squared_error(y_true, y_pred) / 81)
+
+
+def test_known_values_and_constant_predictions():
+    got = regression_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 5.0], score_range=(0, 10))
+    assert got["MAE"] == pytest.approx(0.25) and got["RMSE"] == pytest.approx(0.5)
+    assert got["Spearman"] == pytest.approx(1.0) and got["Kendall"] == pytest.approx(1.0)
+    assert got["MSE_minmax"] == pytest.approx(0.0025)
+    constant = regression_metrics([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], score_range=(0, 10))
+    assert np.isnan(constant["Spearman"]) and constant["MAE"] == pytest.approx(2 / 3)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (40, 400):
+        y_true = rng.uniform(5, 9, n)
+        table = metrics_table(y_true, {"good": y_true + rng.normal(0, 0.3, n), "mean": np.full(n, 7.0)},
+                              score_range=(1, 10), n_boot=200)
+        good = table.set_index("model").loc["good"]
+        for name in METRIC_NAMES:
+            assert good[f"{name}_low"] <= good[name] <= good[f"{name}_high"], name
+        widths.append(good["MAE_high"] - good["MAE_low"])
+    assert widths[1] < widths[0]
+
+    write_tables({"all rows": table}, tmp_path / "scores", title="T", notes=["a note"])
+    assert set(pd.read_csv(tmp_path / "scores.csv")["rows"]) == {"all rows"}
+    markdown = (tmp_path / "scores.md").read_text()
+    assert "# T" in markdown and "| good | 400 |" in markdown and "- a note" in markdown

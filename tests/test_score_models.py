@@ -1,0 +1,153 @@
+"""Score models end to end on a tiny synthetic table: 80 anime whose score is planted in their genres, synopsis
+and poster brightness (32x32 posters, small_cnn, a few epochs). The sentence model is replaced by a fake."""
+import json
+import runpy
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from animeml import paths, score_features
+from animeml.cli import write_csv
+from animeml.merge import merge_posters
+from animeml.metadata import KAGGLE_COLUMNS, read_anime_table
+from animeml.score_features import encode_metadata, fit_metadata_encoder, score_split
+
+N_ANIME, N_POSTERS = 80, 48
+SMALL = ["--backbone", "small_cnn", "--image-size", "32", "32", "--batch-size", "8"]
+
+
+def fake_embed(texts, model="minilm", batch_size=64):
+    """Two words of the synopsis as two dimensions; a missing synopsis is a zero row, as in embed_texts."""
+    vectors = np.zeros((len(texts), 4), np.float32)
+    for row, text in enumerate(texts):
+        if isinstance(text, str) and text:
+            vectors[row] = ["battle" in text, "comedy" in text, 1.0, 0.0]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def kaggle_rows(ids, high, synopsis=True):
+    rows = pd.DataFrame("UNKNOWN", index=range(len(ids)), columns=KAGGLE_COLUMNS)
+    rows["anime_id"], rows["Name"] = ids, [f"Show {i}" for i in ids]
+    rows["Genres"] = np.where(high, "Action, Drama", "Comedy")
+    if synopsis:
+        rows["Synopsis"] = np.where(high, "a long battle", "a school comedy")
+    rows["Episodes"], rows["Type"] = "12", np.where(np.arange(len(ids)) % 2, "TV", "Movie")
+    return rows
+
+
+def write_poster(path, bright, seed):
+    noise = np.random.default_rng(seed).integers(0, 30, (32, 32, 3))
+    Image.fromarray((noise + (200 if bright else 20)).astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def score_data(tmp_path, monkeypatch):
+    """data/raw/anime.csv, data/posters/ and data/ani_data_merged.csv in a temporary data folder."""
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(score_features, "embed_texts", fake_embed)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    ids = np.arange(1, N_ANIME + 1)
+    high = rng.random(N_ANIME) < 0.5
+    table = kaggle_rows(ids, high)
+    table["Score"] = np.round(np.where(high, 8.0, 6.0) + rng.normal(0, 0.1, N_ANIME), 2)
+    paths.raw_csv().parent.mkdir(parents=True)
+    table.to_csv(paths.raw_csv(), index=False)
+    paths.posters_dir().mkdir()
+    for anime_id, bright in zip(ids[:N_POSTERS], high):
+        write_poster(paths.posters_dir() / f"{anime_id}_test_0.jpg", bright, anime_id)
+    pd.DataFrame({"file": [f"{i}_test_0.jpg" for i in ids[:N_POSTERS]], "anime_id": ids[:N_POSTERS],
+                  "source": "test"}).to_csv(paths.posters_dir() / "posters.csv", index=False)
+    write_csv(merge_posters(paths.raw_csv(), paths.posters_dir()), paths.merged_csv())
+    return tmp_path
+
+
+def run_step(script, *args, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    runpy.run_path(str(paths.ROOT / script), run_name="__main__")
+
+
+def test_metadata_encoding_has_missing_indicators_and_train_only_vocabulary():
+    train = pd.DataFrame({"genres": ["Action, Drama"] * 5 + [None], "type": ["TV"] * 5 + ["Movie"],
+                          "episodes": [12, 24, 12, 13, 1, None], "name": ["A", "A 2nd Season", "B", "C", "D", "E"]})
+    spec = fit_metadata_encoder(train)
+    rows = pd.DataFrame({"genres": [None, "Horror"], "type": ["Movie", None], "episodes": [None, 12],
+                         "name": ["X: The Movie", None]})
+    X, columns, groups = encode_metadata(rows, spec)
+    assert X.shape == (2, len(columns))
+    assert [g[0] for g in groups.values()][1:] == [g[1] for g in groups.values()][:-1] and \
+        list(groups.values())[-1][1] == len(columns)
+    column = {name: X[:, i] for i, name in enumerate(columns)}
+    assert list(column["genres_missing"]) == [1, 0] and list(column["genres_other"]) == [0, 1]
+    assert list(column["type_other"]) == [1, 0]  # "Movie" is seen once in train: below MIN_COUNT
+    assert list(column["episodes_missing"]) == [1, 0] and column["episodes"][0] == 0
+    assert list(column["year_missing"]) == [1, 1] and list(column["title=movie"]) == [1, 0]
+    assert "post_members" not in groups and "post_members" in fit_metadata_encoder(train, True)["groups"]
+
+
+def test_one_split_for_poster_and_table_rows(score_data):
+    table = read_anime_table(paths.raw_csv())
+    everyone = score_split(table["anime_id"])
+    posters = score_split(table["anime_id"][:N_POSTERS])
+    assert (posters == everyone[:N_POSTERS]).all() and set(everyone) == {"train", "val", "test"}
+    assert len(pd.read_csv(paths.data_dir() / "splits" / "score_split.csv")) == N_ANIME
+
+
+def test_train_evaluate_and_predict(score_data, monkeypatch):
+    run_step("AnimeScorePredictionAllParameters/04_train_text_model.py", "--epochs", 40, "--batch-size", 8,
+             monkeypatch=monkeypatch)
+    run_step("AnimeScorePredictionOnlyPoster/01_train_vision_model.py", *SMALL, "--epochs", 6,
+             monkeypatch=monkeypatch)
+    run_step("AnimeScorePredictionAllParameters/05_train_hybrid_model.py", *SMALL, "--epochs", 2,
+             "--finetune-epochs", 1, monkeypatch=monkeypatch)
+    models, reports = paths.models_dir(), paths.reports_dir() / "score"
+    for stem in ["anime_text_model", "anime_vision_only_model", "anime_hybrid_model"]:
+        assert (models / f"{stem}.h5").exists()
+        for suffix in ["_history.csv", "_curve.png"]:
+            assert (reports / f"{stem}{suffix}").exists()
+
+    sidecar = json.loads((models / "anime_hybrid_model.json").read_text())
+    assert sidecar["backbone"] == "small_cnn" and sidecar["image_size"] == [32, 32]
+    assert sidecar["with_post_release"] is False and sidecar["embedding_model"] == "minilm"
+    assert list(sidecar["input_groups"].values())[-1][1] == len(sidecar["metadata_columns"])
+    hybrid = keras.models.load_model(models / "anime_hybrid_model.h5", compile=False)
+    assert set(hybrid.input) == {"image", "metadata", "synopsis"}
+    assert hybrid.get_layer("backbone") is not None and hybrid.get_layer("text_model") is not None
+
+    run_step("AnimeScorePredictionAllParameters/06_evaluate.py", "--n-boot", 50, monkeypatch=monkeypatch)
+    metrics = pd.read_csv(reports / "score_metrics.csv").set_index(["rows", "model"])
+    everyone = [r for r in metrics.index.levels[0] if r.startswith("All test anime")][0]
+    text, mean = metrics.loc[(everyone, "text model")], metrics.loc[(everyone, "mean score (baseline)")]
+    assert text["Pearson"] > 0.9 and text["MAE"] < mean["MAE"] / 2  # the planted genre/synopsis signal
+    posters = [r for r in metrics.index.levels[0] if r.startswith("Poster")][0]
+    assert {"hybrid model (small_cnn)", "vision-only model (small_cnn)", "text model"} <= set(metrics.loc[posters].index)
+    predictions = pd.read_csv(reports / "test_predictions.csv")
+    poster_rows = predictions[predictions["row_set"] == "poster"]
+    assert poster_rows["image_path"].notna().all() and poster_rows["pred_hybrid_model_small_cnn"].notna().all()
+
+    new = kaggle_rows([1001, 1002, 1003, 1004], np.array([True, False, True, False]))
+    new.loc[3, ["Genres", "Synopsis", "Episodes", "Type"]] = "UNKNOWN"
+    new.to_csv(score_data / "new.csv", index=False)
+    images = score_data / "new_posters"
+    images.mkdir()
+    write_poster(images / "1001.jpg", True, 0)
+    (images / "1003.jpg").write_bytes(b"not an image")
+    for kind in ["hybrid", "text"]:
+        out = score_data / f"{kind}.csv"
+        run_step("AnimeScorePredictionAllParameters/predict_score.py", "--model", kind, "--csv", score_data / "new.csv",
+                 "--images", images, "--out", out, monkeypatch=monkeypatch)
+        scored = pd.read_csv(out, keep_default_na=False).set_index("anime_id")
+        assert len(scored) == 4
+        assert scored.loc[1001, "predicted_score"] != "" and scored.loc[1001, "reason"] == ""
+        assert "neither synopsis nor metadata" in scored.loc[1004, "reason"] or kind == "hybrid"
+    assert "no poster" in scored_reason(score_data / "hybrid.csv", 1002)
+    assert "not a readable" in scored_reason(score_data / "hybrid.csv", 1003)
+    assert scored_reason(score_data / "text.csv", 1002) == ""
+
+
+def scored_reason(csv, anime_id):
+    return pd.read_csv(csv, keep_default_na=False).set_index("anime_id").loc[anime_id, "reason"]
