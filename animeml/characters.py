@@ -58,25 +58,35 @@ def _loss(multi_label):
     return "binary_crossentropy" if multi_label else "sparse_categorical_crossentropy"
 
 
-def _fit(model, train_ds, val_ds, epochs, learning_rate, multi_label, patience):
+def balanced_class_weights(y, n_classes):
+    """Weights n / (n_classes * count) per class id, so rare characters count as much as frequent ones."""
+    counts = np.bincount(y, minlength=n_classes)
+    return {i: len(y) / (n_classes * count) for i, count in enumerate(counts) if count}
+
+
+def _fit(model, train_ds, val_ds, epochs, learning_rate, multi_label, patience, class_weight=None):
     model.compile(keras.optimizers.Adam(learning_rate), _loss(multi_label))
     stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=2)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], class_weight=class_weight,
+                     verbose=2)
 
 
 def train_classifier(model, train, val, image_size, multi_label, from_scratch=False, head_epochs=40,
-                     finetune_epochs=10, finetune_layers=60, finetune_lr=1e-4, batch_size=32, patience=5, seed=0):
+                     finetune_epochs=10, finetune_layers=60, finetune_lr=1e-4, batch_size=32, patience=5,
+                     class_weight=None, seed=0):
     """Train `model` (from build_classifier) on `train` and `val`, each a `(paths, targets)` pair.
 
     Pretrained backbone: `head_epochs` of the head on cached frozen features, then `finetune_epochs` of the top
     `finetune_layers` backbone layers with augmentation. From scratch: `head_epochs + finetune_epochs` end to end.
+    `class_weight`: {class id: weight} for the loss of single-label training.
     """
     keras.utils.set_random_seed(seed)
     train_images = image_dataset(train[0], train[1], image_size=image_size, batch_size=batch_size, training=True,
                                  cache=True, seed=seed)
     val_images = image_dataset(val[0], val[1], image_size=image_size, batch_size=batch_size, cache=True)
     if from_scratch:
-        return _fit(model, train_images, val_images, head_epochs + finetune_epochs, 1e-3, multi_label, patience)
+        return _fit(model, train_images, val_images, head_epochs + finetune_epochs, 1e-3, multi_label, patience,
+                    class_weight)
 
     features = keras.Model(model.input, model.get_layer("head_dropout").input)
     set_trainable(features, 0)
@@ -85,10 +95,10 @@ def train_classifier(model, train, val, image_size, multi_label, from_scratch=Fa
     head = keras.Sequential([keras.Input(train_x.shape[1:]), model.get_layer("head_dropout"), model.get_layer("head")])
     _fit(head, tf.data.Dataset.from_tensor_slices((train_x, train[1])).shuffle(len(train_x), seed=seed)
          .batch(batch_size), tf.data.Dataset.from_tensor_slices((val_x, val[1])).batch(batch_size),
-         head_epochs, 1e-3, multi_label, patience)
+         head_epochs, 1e-3, multi_label, patience, class_weight)
     if finetune_epochs:
         set_trainable(features, finetune_layers)
-        _fit(model, train_images, val_images, finetune_epochs, finetune_lr, multi_label, patience)
+        _fit(model, train_images, val_images, finetune_epochs, finetune_lr, multi_label, patience, class_weight)
     return model
 
 
