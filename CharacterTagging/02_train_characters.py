@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--patience", type=int, default=10, help="early stopping on validation loss")
     parser.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=False,
                         help="weight the loss so that rare characters count as much as frequent ones (off by default: "
-                        "on ../shared's 8 characters it doubled the best validation loss)")
+                        "on ../shared's 8 characters it tripled the best validation loss)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
