@@ -1,6 +1,7 @@
 """Predict the MyAnimeList score of new anime with a trained score model.
 
-    python AnimeScorePredictionAllParameters/predict_score.py --model hybrid --csv new.csv --images posters/ --out scores.csv
+    python AnimeScorePredictionAllParameters/predict_score.py --model hybrid --csv new.csv --images posters/ \
+        --out scores.csv
 
 CSV: rows in the Kaggle "Anime Dataset 2023" layout (`UNKNOWN` where a value is not known yet). The poster of a
 row is its `image_path` column when the CSV has one (relative paths are relative to the CSV's folder), else

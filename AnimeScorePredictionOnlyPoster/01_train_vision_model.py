@@ -32,7 +32,8 @@ def main():
     history = train_poster_model(model, table, split, {}, sidecar, args, title)
     best = history.loc[history["val_loss"].idxmin()]
     print(f"wrote the vision-only model ({args.backbone}): {(split == 'train').sum()} train posters, validation "
-          f"MAE {best['val_mae']:.3f} at epoch {int(best['epoch'])} (train mean alone: {history['val_mae'].iloc[0]:.3f})")
+          f"MAE {best['val_mae']:.3f} at epoch {int(best['epoch'])} "
+          f"(train mean alone: {history['val_mae'].iloc[0]:.3f})")
 
 
 if __name__ == "__main__":

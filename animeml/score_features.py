@@ -1,11 +1,12 @@
 """Inputs of the score models: the saved split, the metadata encoding (fit on train only) and the synopsis embedding.
 
     spec = fit_metadata_encoder(train_table, with_post_release=False)
-    X, columns, groups = encode_metadata(table, spec)      # groups: {"genres": [start, end), ...} inside X
-    inputs = model_inputs(table, sidecar)                   # {"metadata": X, "synopsis": E} for a saved model
+    X, columns, groups = encode_metadata(table, spec)  # groups: {"genres": [start, end), ...} inside X
+    inputs = model_inputs(table, sidecar)              # {"metadata": X, "synopsis": E} for a saved model
 
-Every group carries its own `missing` indicator column, always its last: most rows of the table lack type, studios, source and
-year, and a silent zero would read as a real value.
+Every group carries its own `missing` indicator column, always its last: most rows of the table lack type,
+studios, source and year, and a silent zero would read as a real value. The title contributes a few flags
+(sequel, movie, special, subtitle) known before release.
 """
 import sys
 

@@ -6,8 +6,10 @@
 
 Each .h5 has a sidecar JSON of the same stem (backbone, image size, inputs, metadata encoder, ...) so that
 animeml.score_features.model_inputs can rebuild its inputs for new rows. The hybrid model is the trained text
-model (frozen, nested as "text_model") plus a poster correction that starts at zero: before any training it
-predicts exactly what the text model does, and training on poster rows can only move it where validation agrees.
+model (frozen, nested as "text_model"), recalibrated to the poster rows by a trainable line fit on the training
+posters (they are mostly top-rated anime, in a narrow score range the text model was not trained for), plus a
+poster correction that starts at zero: before any training it is the calibrated text model, and training can only
+move it where validation agrees.
 """
 import json
 import os
@@ -115,8 +117,9 @@ def build_vision_model(backbone, score_mean, dropout=0.3):
     return keras.Model(image, score_head(features, score_mean), name="vision_model")
 
 
-def build_hybrid_model(backbone, text_model, hidden=64, dropout=0.3):
-    """Text model score (frozen) + a correction from poster features, metadata and synopsis (zero at start)."""
+def build_hybrid_model(backbone, text_model, calibration=(1.0, 0.0), hidden=64, dropout=0.3):
+    """slope * text model score (frozen) + intercept, `calibration` = (slope, intercept) at start, + a correction
+    from poster features, metadata and synopsis that starts at zero."""
     image = keras.Input(backbone.input.shape[1:], name="image")
     metadata = keras.Input(text_model.input["metadata"].shape[1:], name="metadata")
     synopsis = keras.Input(text_model.input["synopsis"].shape[1:], name="synopsis")
@@ -124,8 +127,11 @@ def build_hybrid_model(backbone, text_model, hidden=64, dropout=0.3):
     text_score = text_model({"metadata": metadata, "synopsis": synopsis})
     x = layers.Concatenate()([layers.Dropout(dropout)(backbone(image)), metadata, synopsis])
     x = layers.Dropout(dropout)(layers.Dense(hidden, activation="relu")(x))
-    correction = layers.Dense(1, kernel_initializer="zeros", name="poster_correction")(x)
-    score = layers.Add(name="score")([text_score, correction])
+    correction = score_head(x, 0.0, name="poster_correction")
+    slope, intercept = calibration
+    calibrated = layers.Dense(1, kernel_initializer=keras.initializers.Constant(slope),
+                              bias_initializer=keras.initializers.Constant(intercept), name="text_calibration")
+    score = layers.Add(name="score")([calibrated(text_score), correction])
     return keras.Model({"image": image, "metadata": metadata, "synopsis": synopsis}, score, name="hybrid_model")
 
 
@@ -135,6 +141,12 @@ def array_dataset(inputs, targets, batch_size=64, training=False, seed=0):
     if training:
         ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def poster_calibration(text_scores, scores):
+    """(slope, intercept) of the least-squares line from text model scores to true scores on poster rows."""
+    slope, intercept = np.polyfit(np.asarray(text_scores, float), np.asarray(scores, float), 1)
+    return float(slope), float(intercept)
 
 
 def predict_scores(model, sidecar, table, image_paths=None, batch_size=32):

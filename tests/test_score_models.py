@@ -124,7 +124,8 @@ def test_train_evaluate_and_predict(score_data, monkeypatch):
     text, mean = metrics.loc[(everyone, "text model")], metrics.loc[(everyone, "mean score (baseline)")]
     assert text["Pearson"] > 0.9 and text["MAE"] < mean["MAE"] / 2  # the planted genre/synopsis signal
     posters = [r for r in metrics.index.levels[0] if r.startswith("Poster")][0]
-    assert {"hybrid model (small_cnn)", "vision-only model (small_cnn)", "text model"} <= set(metrics.loc[posters].index)
+    models_on_posters = set(metrics.loc[posters].index)
+    assert {"hybrid model (small_cnn)", "vision-only model (small_cnn)", "text model"} <= models_on_posters
     predictions = pd.read_csv(reports / "test_predictions.csv")
     poster_rows = predictions[predictions["row_set"] == "poster"]
     assert poster_rows["image_path"].notna().all() and poster_rows["pred_hybrid_model_small_cnn"].notna().all()
