@@ -29,6 +29,7 @@ def main():
     parser.add_argument("--drawn-dir", type=Path, help="images with named boxes (default: <out>_boxes/)")
     parser.add_argument("--labels", help="CSV of file,character to measure how often the character is found")
     parser.add_argument("--margin", type=float, default=0.1, help="crop margin, as a share of the face size")
+    parser.add_argument("--flip-tta", action="store_true", help="average each face with its mirror image")
     add_detector_arguments(parser)
     args = parser.parse_args()
 
@@ -40,7 +41,7 @@ def main():
     for path in tqdm(list_images(args.images), desc="identifying characters"):
         image = load_rgb(path)
         boxes = detect(image)
-        probabilities = predict_images(model, crop_faces(image, boxes, args.margin), image_size)
+        probabilities = predict_images(model, crop_faces(image, boxes, args.margin), image_size, flip=args.flip_tta)
         captions = []
         for face, (box, probability) in enumerate(zip(boxes, probabilities)):
             best = names[probability.argmax()]

@@ -113,10 +113,16 @@ def image_batch(images, image_size):
     return np.stack(batch) if batch else np.zeros((0, height, width, 3), np.float32)
 
 
-def predict_images(model, images, image_size, batch_size=64):
-    """Class or tag probabilities (n, n_outputs) of paths or RGB arrays."""
-    outputs = [model.predict(image_batch(images[i:i + batch_size], image_size), verbose=0)
-               for i in range(0, len(images), batch_size)]
+def predict_images(model, images, image_size, batch_size=64, flip=False):
+    """Class or tag probabilities (n, n_outputs) of paths or RGB arrays; `flip` averages them with those of the
+    mirrored images (test-time augmentation)."""
+    outputs = []
+    for i in range(0, len(images), batch_size):
+        batch = image_batch(images[i:i + batch_size], image_size)
+        probabilities = model.predict(batch, verbose=0)
+        if flip:
+            probabilities = (probabilities + model.predict(batch[:, :, ::-1], verbose=0)) / 2
+        outputs.append(probabilities)
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 

@@ -79,3 +79,19 @@ def test_tiny_character_model_trains_and_names_every_face(shared, tmp_path, monk
     assert "3 labelled images: a face detected in" in capsys.readouterr().out
     assert read_image_labels(labels) == {"ahagon_umiko_0.jpg": "ahagon_umiko", "ahagon_umiko_1.jpg": "ahagon_umiko",
                                          "suzukaze_aoba_0.jpg": "suzukaze_aoba"}
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    import keras
+    import numpy as np
+
+    from animeml.characters import predict_images
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                              keras.layers.Dense(2, "softmax")])
+    images = [np.random.default_rng(i).integers(0, 255, (4, 4, 3), dtype=np.uint8) for i in range(3)]
+    plain = predict_images(model, images, 4)
+    mirrored = predict_images(model, [image[:, ::-1] for image in images], 4)
+    assert not np.allclose(plain, mirrored)
+    assert np.allclose(predict_images(model, images, 4, flip=True), (plain + mirrored) / 2, atol=1e-5)
