@@ -92,12 +92,12 @@ def test_correlations_per_anime_keep_only_frequent_classes():
 def test_missing_weights_and_failed_download_are_one_line_errors(monkeypatch):
     with pytest.raises(PipelineError, match="not found"):
         load_detector("no/such/weights.tflite")
-    import ultralytics
-
     def offline(*args, **kwargs):
         raise ConnectionError("Download failure. Environment may be offline.")
 
-    monkeypatch.setattr(ultralytics, "YOLO", offline)
+    # a stand-in module: importing torch after TensorFlow in one process can crash, and no download is tried
+    monkeypatch.setitem(sys.modules, "ultralytics", SimpleNamespace(YOLO=offline))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     with pytest.raises(PipelineError, match="yolov8n_int8.tflite"):
         load_detector("yolov8n.pt")
 
