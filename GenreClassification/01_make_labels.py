@@ -16,7 +16,7 @@ import pandas as pd
 
 from animeml import paths
 from animeml.cli import PipelineError, atomic_path, run, write_csv
-from animeml.genres import catalog_rows, genres_dir, label_posters, labels_csv, split_counts, vocabulary_json
+from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
 from animeml.merge import read_merged
 
 
@@ -33,7 +33,7 @@ def main():
         raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
 
     merged = read_merged(args.merged)
-    table, genres = label_posters(merged, args.top, genres_dir() / "split.csv", seed=args.seed)
+    table, genres = label_posters(merged, args.top, paths.genres_dir() / "split.csv", seed=args.seed)
     if args.catalog_covers:
         catalog_csv = args.catalog_covers / "catalog_covers.csv"
         if not catalog_csv.exists():
@@ -49,7 +49,7 @@ def main():
     with atomic_path(vocabulary_json()) as tmp:
         tmp.write_text(json.dumps({"genres": genres}, indent=2))
     counts = split_counts(table, genres)
-    write_csv(counts, genres_dir() / "split_counts.csv")
+    write_csv(counts, paths.genres_dir() / "split_counts.csv")
     print(counts.to_string(index=False))
     print(f"wrote {labels_csv()}: {len(table)} posters of {table['anime_id'].nunique()} anime, {len(genres)} genres "
           f"({(table['source'] == 'catalog').sum()} catalog covers)")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from animeml import paths
 from animeml.cli import PipelineError, atomic_path, run, write_csv
-from animeml.genres import (SCHEMES, genres_dir, load_model, markdown_results, plot_examples, predict_table,
+from animeml.genres import (SCHEMES, load_model, markdown_results, plot_examples, predict_table,
                             read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
 from animeml.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
 
@@ -41,7 +41,7 @@ def main():
     split = {name: table[table["split"] == name] for name in ("train", "val", "test")}
     y_val, y_test = targets(split["val"], genres), targets(split["test"], genres)
     y_train = targets(split["train"][split["train"]["source"] == "poster"], genres)  # the prior of posters only
-    out = genres_dir()
+    out = paths.genres_dir()
 
     rows, best = [], None
     for model_file in tqdm(models, desc="models"):

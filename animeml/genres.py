@@ -18,15 +18,11 @@ from animeml.images import image_dataset
 from animeml.metadata import split_list
 from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
-from animeml.paths import data_dir, models_dir
+from animeml.paths import genres_dir, models_dir
 from animeml.splits import SPLITS, load_or_make_split
 
 PRETRAINED = ("efficientnet_lite0", "resnet50", "efficientnetb0", "mobilenetv3small", "xception")
 LOSSES = ("focal", "bce")
-
-
-def genres_dir():
-    return data_dir() / "genres"
 
 
 def labels_csv():

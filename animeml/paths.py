@@ -34,6 +34,10 @@ def reports_dir() -> Path:
     return data_dir() / "reports"
 
 
+def genres_dir() -> Path:
+    return data_dir() / "genres"
+
+
 def recommendation_dir() -> Path:
     return data_dir() / "recommendation"
 
