@@ -1,12 +1,17 @@
-"""Run the numbered steps of the pipeline in order, skipping a step whose outputs already exist.
+"""Run the numbered steps of a task in order, skipping a step whose outputs already exist.
 
-    python run_pipeline.py                                   # online: Jikan metadata + poster downloads
+    python run_pipeline.py                                   # online: Jikan metadata, poster downloads, merge
     python run_pipeline.py --metadata-csv ../shared/data/mal/anime-dataset-2023.csv \\
                            --posters-dir ../shared/data/posters   # offline, from local files
-    python run_pipeline.py --only 03 --force                 # rerun one step
-    python run_pipeline.py --from 02                         # rerun a step and everything after it
+    python run_pipeline.py --task score --yolo-weights ../shared/models/yolov8n_int8.tflite
+                                                             # then train, evaluate and analyse the score models
+    python run_pipeline.py --task all                        # score, genres and recommendation steps
+    python run_pipeline.py --only merge --force              # rerun one step
+    python run_pipeline.py --from 05                         # rerun a step and everything after it
+    python run_pipeline.py --list --task all                 # show the steps
 
-Each step is also a script of its own (see README.md); this file only chains them.
+Every task starts with the three data steps (the "data" task is just those). Each step is also a script of its
+own (see README.md); this file only chains them.
 """
 import argparse
 import os
@@ -18,16 +23,21 @@ from typing import Callable
 
 from animeml import paths
 
-ALL = "AnimeScorePredictionAllParameters"
+SCORE = "AnimeScorePredictionAllParameters"
+POSTER = "AnimeScorePredictionOnlyPoster"
 
 
 @dataclass
 class Step:
     name: str
     script: str
-    args: Callable[[argparse.Namespace], list]
-    outputs: Callable[[argparse.Namespace], list]
-    inputs: Callable[[argparse.Namespace], list]
+    outputs: Callable[[], list]
+    inputs: Callable[[argparse.Namespace], list] = lambda args: []
+    args: Callable[[argparse.Namespace], list] = lambda args: []
+
+
+def model(stem):
+    return paths.models_dir() / f"{stem}.h5"
 
 
 def metadata_args(args):
@@ -40,69 +50,130 @@ def poster_args(args):
     return ["--from-dir", args.posters_dir] if args.posters_dir else ["--csv", paths.raw_csv()]
 
 
-STEPS = [
-    Step("01_metadata", f"{ALL}/01_fetch_metadata.py", metadata_args,
-         outputs=lambda a: [paths.raw_csv()], inputs=lambda a: []),
-    Step("02_posters", f"{ALL}/02_download_posters.py", poster_args,
-         outputs=lambda a: [paths.posters_dir() / "posters.csv"],
-         inputs=lambda a: [] if a.posters_dir else [paths.raw_csv()]),
-    Step("03_merge", f"{ALL}/03_merge_data.py", lambda a: [],
-         outputs=lambda a: [paths.merged_csv()],
+DATA_STEPS = [
+    Step("score/01_fetch_metadata", f"{SCORE}/01_fetch_metadata.py", lambda: [paths.raw_csv()],
+         args=metadata_args),
+    Step("score/02_download_posters", f"{SCORE}/02_download_posters.py",
+         lambda: [paths.posters_dir() / "posters.csv"],
+         inputs=lambda a: [] if a.posters_dir else [paths.raw_csv()], args=poster_args),
+    Step("score/03_merge_data", f"{SCORE}/03_merge_data.py", lambda: [paths.merged_csv()],
          inputs=lambda a: [paths.raw_csv(), paths.posters_dir() / "posters.csv"]),
 ]
+TASKS = {
+    "data": [],
+    "score": [
+        Step("score/04_train_text_model", f"{SCORE}/04_train_text_model.py", lambda: [model("anime_text_model")],
+             inputs=lambda a: [paths.raw_csv()], args=lambda a: a.with_post_release),
+        Step("score/05_train_hybrid_model", f"{SCORE}/05_train_hybrid_model.py",
+             lambda: [model("anime_hybrid_model")],
+             inputs=lambda a: [model("anime_text_model"), paths.merged_csv()], args=lambda a: a.backbone),
+        Step("poster/01_train_vision_model", f"{POSTER}/01_train_vision_model.py",
+             lambda: [model("anime_vision_only_model")], inputs=lambda a: [paths.merged_csv()],
+             args=lambda a: a.backbone),
+        Step("score/06_evaluate", f"{SCORE}/06_evaluate.py", lambda: [paths.reports_dir() / "score/score_metrics.csv"],
+             inputs=lambda a: [model("anime_text_model"), model("anime_hybrid_model"),
+                               model("anime_vision_only_model")]),
+        Step("score/07_detect_objects", f"{SCORE}/07_detect_objects.py",
+             lambda: [paths.reports_dir() / "analysis/object_score_correlations.csv"],
+             inputs=lambda a: [paths.merged_csv()], args=lambda a: ["--weights", a.yolo_weights]),
+        Step("score/08_feature_importance", f"{SCORE}/08_feature_importance.py",
+             lambda: [paths.reports_dir() / "analysis/anime_hybrid_model_importance.csv"],
+             inputs=lambda a: [model("anime_hybrid_model")]),
+        Step("poster/02_gradcam", f"{POSTER}/02_gradcam.py", lambda: [paths.reports_dir() / "gradcam/gradcam_posters.csv"],
+             inputs=lambda a: [model("anime_vision_only_model")]),
+    ],
+    "genres": [
+        Step("genres/01_make_labels", "GenreClassification/01_make_labels.py",
+             lambda: [paths.genres_dir() / "labels.csv"], inputs=lambda a: [paths.merged_csv()]),
+        Step("genres/02_train", "GenreClassification/02_train.py", lambda: [model("genres_efficientnet_lite0_bce")],
+             inputs=lambda a: [paths.genres_dir() / "labels.csv"]),
+        Step("genres/03_evaluate", "GenreClassification/03_evaluate.py", lambda: [paths.genres_dir() / "results.csv"],
+             inputs=lambda a: [model("genres_efficientnet_lite0_bce")]),
+    ],
+    "recommendation": [
+        Step("recommendation/01_build_index", "Recommendation/01_build_index.py",
+             lambda: [paths.recommendation_dir() / "synopsis.faiss"], inputs=lambda a: [paths.raw_csv()]),
+        Step("recommendation/02_evaluate", "Recommendation/02_evaluate.py",
+             lambda: [paths.recommendation_dir() / "evaluation_summary.csv"],
+             inputs=lambda a: [paths.recommendation_dir() / "synopsis.faiss"]),
+        Step("recommendation/03_benchmark", "Recommendation/03_benchmark.py",
+             lambda: [paths.recommendation_dir() / "benchmark.json"],
+             inputs=lambda a: [paths.recommendation_dir() / "synopsis.faiss"]),
+    ],
+}
 
 
-def find_step(key):
-    for i, step in enumerate(STEPS):
-        if key in (step.name, step.name.split("_", 1)[0], step.name.split("_", 1)[1]):
-            return i
-    names = ", ".join(s.name for s in STEPS)
-    sys.exit(f"error: no step {key!r}; steps are: {names}")
+def steps_of(task):
+    tasks = list(TASKS) if task == "all" else [task]
+    return DATA_STEPS + [step for name in tasks for step in TASKS[name]]
 
 
-def producer_of(path, args):
-    return next((s.name for s in STEPS if path in s.outputs(args)), "an earlier step")
+def find_step(steps, key):
+    """A step by its full name (`score/03_merge_data`), its script stem, its number (`03`, or `poster/01` with the
+    folder) or a part of its words (`merge`, `gradcam`); a key that fits several steps is an error."""
+    def matches(step):
+        folder, stem = step.name.split("/")
+        number, rest = stem.split("_", 1)
+        return key in (step.name, stem, number, f"{folder}/{number}") or key in rest
+    found = [i for i, step in enumerate(steps) if matches(step)]
+    if len(found) != 1:
+        problem = "matches " + ", ".join(steps[i].name for i in found) if found else "is not a step"
+        sys.exit(f"error: {key!r} {problem}; steps: {', '.join(s.name for s in steps)}")
+    return found[0]
+
+
+def producer_of(path, steps):
+    return next((s.name for s in steps if path in s.outputs()), "an earlier step")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=list(TASKS) + ["all"], default="data",
+                        help="which steps follow the data steps (default: none, just data)")
     parser.add_argument("--metadata-csv", type=Path, help="Kaggle 2023 layout CSV instead of fetching from Jikan")
     parser.add_argument("--posters-dir", type=Path, help="local posters folder (with posters.csv) instead of downloads")
     parser.add_argument("--limit", type=int, help="fetch at most N anime from Jikan")
+    parser.add_argument("--yolo-weights", default="yolov8n.pt", help="YOLO weights for object counts (offline: a "
+                        "local file such as ../shared/models/yolov8n_int8.tflite)")
+    parser.add_argument("--backbone", type=lambda b: ["--backbone", b], default=[],
+                        help="image backbone of the score models (default: the scripts' efficientnet_lite0)")
+    parser.add_argument("--with-post-release", action="store_const", const=["--with-post-release"], default=[],
+                        help="let the text model use fields known only after release")
     parser.add_argument("--data-dir", type=Path, help="where data/ lives (default: data/ in the project)")
     parser.add_argument("--force", action="store_true", help="rerun steps even if their outputs exist")
-    parser.add_argument("--only", metavar="STEP", help="run just this step (number or name, e.g. 03 or merge)")
+    parser.add_argument("--only", metavar="STEP", help="run just this step (e.g. 03, merge_data, poster/02)")
     parser.add_argument("--from", dest="start", metavar="STEP", help="run this step and all after it, forced")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     args = parser.parse_args()
     if args.data_dir:
         os.environ["ANIMEML_DATA_DIR"] = str(args.data_dir.resolve())
 
+    steps = steps_of(args.task)
     if args.list:
-        for step in STEPS:
-            print(f"{step.name:16} {step.script}")
+        for step in steps:
+            print(f"{step.name:34} {step.script}")
         return
     if args.only:
-        selected = [STEPS[find_step(args.only)]]
+        selected = [steps[find_step(steps, args.only)]]
     elif args.start:
-        selected, args.force = STEPS[find_step(args.start):], True
+        selected, args.force = steps[find_step(steps, args.start):], True
     else:
-        selected = STEPS
+        selected = steps
 
     for step in selected:
-        outputs = step.outputs(args)
+        outputs = step.outputs()
         if not args.force and all(p.exists() for p in outputs):
             print(f"skip {step.name}: {', '.join(str(p) for p in outputs)} exists (--force to rerun)")
             continue
         for needed in step.inputs(args):
             if not needed.exists():
-                sys.exit(f"error: {step.name} needs {needed}, which step {producer_of(needed, args)} makes: "
-                         f"run it first (python run_pipeline.py --only {producer_of(needed, args)})")
+                maker = producer_of(needed, steps_of("all"))
+                sys.exit(f"error: {step.name} needs {needed}, which step {maker} makes: run it first "
+                         f"(python run_pipeline.py --task {args.task} --only {maker})")
         print(f"run {step.name}: {step.script}", flush=True)
         command = [sys.executable, str(paths.ROOT / step.script)] + [str(a) for a in step.args(args)]
-        result = subprocess.run(command)
-        if result.returncode != 0:
-            sys.exit(f"error: {step.name} failed (exit {result.returncode}); later steps not run")
+        if subprocess.run(command).returncode != 0:
+            sys.exit(f"error: {step.name} failed; later steps not run")
 
 
 if __name__ == "__main__":

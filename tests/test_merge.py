@@ -53,7 +53,7 @@ def test_merge_keeps_every_poster_typed(shared, tmp_path):
 def test_offline_pipeline_runs_skips_and_names_missing_inputs(shared, tmp_path):
     folder, raw, picked, _ = sample(shared, tmp_path)
     data = tmp_path / "data"
-    pipeline = [sys.executable, str(ROOT / "run_pipeline.py"), "--data-dir", str(data)]
+    pipeline = [sys.executable, str(ROOT / "run_pipeline.py"), "--data-dir", str(data), "--task", "data"]
     offline = ["--metadata-csv", str(raw), "--posters-dir", str(folder)]
 
     first = subprocess.run(pipeline + offline, capture_output=True, text=True, timeout=300)
@@ -67,4 +67,4 @@ def test_offline_pipeline_runs_skips_and_names_missing_inputs(shared, tmp_path):
     (data / "raw" / "anime.csv").unlink()
     missing = subprocess.run(pipeline + ["--only", "03", "--force"], capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0
-    assert missing.stderr.strip().count("\n") == 0 and "01_metadata" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0 and "score/01_fetch_metadata" in missing.stderr
