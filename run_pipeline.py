@@ -5,13 +5,13 @@
                            --posters-dir ../shared/data/posters   # offline, from local files
     python run_pipeline.py --task score --yolo-weights ../shared/models/yolov8n_int8.tflite
                                                              # then train, evaluate and analyse the score models
-    python run_pipeline.py --task all                        # score, genres and recommendation steps
+    python run_pipeline.py --task all                        # every task: score, genres, recommendation, characters
     python run_pipeline.py --only merge --force              # rerun one step
     python run_pipeline.py --from 05                         # rerun a step and everything after it
     python run_pipeline.py --list --task all                 # show the steps
 
-Every task starts with the three data steps (the "data" task is just those). Each step is also a script of its
-own (see README.md); this file only chains them.
+The score, genres and recommendation tasks start with the data steps (the "data" task is just those). Each step
+is also a script of its own (see README.md); this file only chains them.
 """
 import argparse
 import os
@@ -27,7 +27,7 @@ SCORE = "AnimeScorePredictionAllParameters"
 POSTER = "AnimeScorePredictionOnlyPoster"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
     name: str
     script: str
@@ -60,8 +60,8 @@ DATA_STEPS = [
          inputs=lambda a: [paths.raw_csv(), paths.posters_dir() / "posters.csv"]),
 ]
 TASKS = {
-    "data": [],
-    "score": [
+    "data": DATA_STEPS,
+    "score": DATA_STEPS + [
         Step("score/04_train_text_model", f"{SCORE}/04_train_text_model.py", lambda: [model("anime_text_model")],
              inputs=lambda a: [paths.raw_csv()], args=lambda a: a.with_post_release),
         Step("score/05_train_hybrid_model", f"{SCORE}/05_train_hybrid_model.py",
@@ -82,7 +82,7 @@ TASKS = {
         Step("poster/02_gradcam", f"{POSTER}/02_gradcam.py", lambda: [paths.reports_dir() / "gradcam/gradcam_posters.csv"],
              inputs=lambda a: [model("anime_vision_only_model")]),
     ],
-    "genres": [
+    "genres": DATA_STEPS + [
         Step("genres/01_make_labels", "GenreClassification/01_make_labels.py",
              lambda: [paths.genres_dir() / "labels.csv"], inputs=lambda a: [paths.merged_csv()]),
         Step("genres/02_train", "GenreClassification/02_train.py", lambda: [model("genres_efficientnet_lite0_bce")],
@@ -90,7 +90,7 @@ TASKS = {
         Step("genres/03_evaluate", "GenreClassification/03_evaluate.py", lambda: [paths.genres_dir() / "results.csv"],
              inputs=lambda a: [model("genres_efficientnet_lite0_bce")]),
     ],
-    "recommendation": [
+    "recommendation": DATA_STEPS[:1] + [
         Step("recommendation/01_build_index", "Recommendation/01_build_index.py",
              lambda: [paths.recommendation_dir() / "synopsis.faiss"], inputs=lambda a: [paths.raw_csv()]),
         Step("recommendation/02_evaluate", "Recommendation/02_evaluate.py",
@@ -100,12 +100,20 @@ TASKS = {
              lambda: [paths.recommendation_dir() / "benchmark.json"],
              inputs=lambda a: [paths.recommendation_dir() / "synopsis.faiss"]),
     ],
+    # Reads the face, illustration and tag sets (default: ../shared/data/characters and ../shared/data/tags).
+    "characters": [
+        Step("characters/01_detect_faces", "CharacterTagging/01_detect_faces.py",
+             lambda: [paths.characters_dir() / "detections/faces.csv"]),
+        Step("characters/02_train_characters", "CharacterTagging/02_train_characters.py",
+             lambda: [model("characters_efficientnet_lite0")]),
+        Step("characters/03_train_tagger", "CharacterTagging/03_train_tagger.py", lambda: [model("tags_efficientnet_lite0")]),
+    ],
 }
 
 
 def steps_of(task):
-    tasks = list(TASKS) if task == "all" else [task]
-    return DATA_STEPS + [step for name in tasks for step in TASKS[name]]
+    steps = [step for name in TASKS for step in TASKS[name]] if task == "all" else TASKS[task]
+    return list(dict.fromkeys(steps))
 
 
 def find_step(steps, key):
