@@ -3,22 +3,19 @@ per-file OpenCV loop of the original coursework scripts (cv2.imread, cvtColor, r
 
 Both read the same posters at the same image size and batch size (bilinear resize), after one untimed pass
 that warms the operating system's file cache; the two loaders take turns --repeats times and the median counts.
-With --train, also measures training images per second of each backbone (random weights, whole backbone
-trainable, a Dense head) on augmented batches from image_dataset.
+Training images per second per backbone: benchmarks/bench_training.py.
 
-    python benchmarks/bench_image_loader.py [--images DIR] [--limit 256 --train]
+    python benchmarks/bench_image_loader.py [--images DIR] [--limit 256]
 """
 import argparse
 import time
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 from tqdm import tqdm
 
 from animeml import paths
-from animeml.backbones import BACKBONES, build_backbone
 from animeml.cli import PipelineError, run
 from animeml.images import image_dataset
 
@@ -45,20 +42,6 @@ def images_per_second(batches):
     return count / (time.perf_counter() - start)
 
 
-def training_images_per_second(name, image_paths, image_size, batch_size, steps):
-    """Images per second of model.fit after one warm-up step (graph tracing) is excluded."""
-    inputs = keras.Input((*image_size, 3))
-    model = keras.Model(inputs, keras.layers.Dense(1)(build_backbone(name, image_size, weights=None)(inputs)))
-    model.compile(optimizer="adam", loss="mse")
-    targets = np.zeros(len(image_paths), dtype=np.float32)
-    ds = image_dataset(image_paths, targets, image_size=image_size, batch_size=batch_size, training=True,
-                       cache=True).repeat()
-    model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=paths.posters_dir(), help="folder of jpg/png images")
@@ -66,8 +49,6 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train", action="store_true", help="also measure training images/s per backbone")
-    parser.add_argument("--train-steps", type=int, default=3)
     args = parser.parse_args()
     image_paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
     if not image_paths:
@@ -85,11 +66,6 @@ def main():
     print(f"{len(image_paths)} images at {args.image_size}px, batch {args.batch_size}: "
           f"opencv loop {opencv_rate:.0f} img/s, image_dataset {tfdata_rate:.0f} img/s, "
           f"ratio {tfdata_rate / opencv_rate:.2f}x")
-
-    if args.train:
-        for name in BACKBONES:
-            rate = training_images_per_second(name, image_paths, image_size, args.batch_size, args.train_steps)
-            print(f"train {name}: {rate:.1f} img/s")
 
 
 if __name__ == "__main__":
