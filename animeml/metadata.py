@@ -24,15 +24,16 @@ NO_SYNOPSIS = "No description available for this anime."
 POST_RELEASE_COLUMNS = ["post_members", "post_popularity", "post_rank", "post_favorites", "post_scored_by"]
 
 
-def read_kaggle_csv(path):
-    """Read a table in the Kaggle 2023 layout, `UNKNOWN` as missing; a malformed file raises PipelineError."""
+def read_kaggle_csv(path, required=REQUIRED_COLUMNS):
+    """Read a table in the Kaggle 2023 layout, `UNKNOWN` as missing; a malformed file or one without a `required`
+    column raises PipelineError (new anime have no Score yet: pass the columns a caller really needs)."""
     try:
         df = pd.read_csv(path, na_values=MISSING, keep_default_na=False, dtype=str)
     except FileNotFoundError:
         raise PipelineError(f"metadata file not found: {path}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise PipelineError(f"cannot parse {path}: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise PipelineError(f"{path}: required column(s) missing: {', '.join(missing)}")
     for col in NUMERIC_COLUMNS:

@@ -7,8 +7,22 @@
 Every group carries its own `missing` indicator column, always its last: most rows of the table lack type,
 studios, source and year, and a silent zero would read as a real value. The title contributes a few flags
 (sequel, movie, special, subtitle) known before release.
+
+The franchise group carries what earlier entries of the same franchise (animeml.recommend.franchise_key of the
+title) scored: the mean, the latest and the count of the scores of TRAIN anime with that key and a smaller
+anime_id (MAL ids grow with the time an entry was added, so a smaller id stands for an earlier entry). The train
+entries are stored in the encoder (spec["franchise"]), so a new anime is encoded from them at predict time. A
+train row is encoded the same way (only other, earlier train entries, never itself), so the feature means the same
+for train, validation and test rows, and no validation or test score ever enters it.
+
+The optional neighbours group (fit_metadata_encoder(..., neighbours_model="minilm")) is the similarity-weighted
+mean score of the K train anime whose synopsis embeddings are nearest to a row's, never counting the row's own
+anime_id, so train rows are encoded leave-self-out like any other row. Its train vectors are numpy arrays in the
+spec: score_models.write_sidecar stores them in an .npz beside the model. The anime_id group is the MAL id itself,
+known from the day the entry exists: it orders entries by when they were added, and year is missing for most rows.
+Genres that are awards (POST_RELEASE_GENRES) are known only after release and are left out.
 """
-import sys
+import bisect
 
 import numpy as np
 import pandas as pd
@@ -16,17 +30,17 @@ import pandas as pd
 from animeml import paths
 from animeml.embeddings import embed_texts
 from animeml.metadata import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table, split_list
+from animeml.recommend import franchise_key
 from animeml.splits import load_or_make_split
-
-# sentence-transformers imports triton when present; triton's C extension segfaults once TensorFlow is loaded,
-# and the score models need both in one process. Triton only serves CUDA kernels, so hide it.
-sys.modules.setdefault("triton", None)
 
 SPLIT_SEED = 42
 LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot
 CATEGORY_COLUMNS = ["type", "source", "rating"]  # one-hot
 LOG_NUMBER_COLUMNS = ["episodes", "duration_min"] + POST_RELEASE_COLUMNS  # heavy-tailed: log1p, then z-score
-GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating", "title"]
+GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating", "anime_id",
+               "title", "franchise", "neighbours"]
+POST_RELEASE_GENRES = {"Award Winning"}
+NEIGHBOURS = 10  # train anime averaged by the neighbours group
 # What a title says before release: sequels, movies and specials score differently from first seasons.
 TITLE_PATTERNS = {
     "sequel": r"season|\b2nd\b|\b3rd\b|\b\d+th\b|\bII+\b|\b[2-9]\b|part \d|final|shippuuden|zoku|kan\b|!!",
@@ -64,7 +78,7 @@ def _values(table, column):
     if column not in table.columns:
         return [[] for _ in range(len(table))]
     if column in LIST_COLUMNS:
-        return [split_list(v) for v in table[column]]
+        return [[v for v in split_list(text) if v not in POST_RELEASE_GENRES] for text in table[column]]
     return [[] if pd.isna(v) else [str(v)] for v in table[column]]
 
 
@@ -75,14 +89,85 @@ def _numbers(table, column):
     return np.log1p(np.clip(values, 0, None)) if column in LOG_NUMBER_COLUMNS else values
 
 
-def fit_metadata_encoder(train, with_post_release=False):
-    """Vocabularies and scalings learned from the training rows only; JSON-serialisable."""
+def fit_franchise_scores(train):
+    """{"scaling": [mean, std] of the train scores, "entries": {franchise key: [[anime_id, score], ...] by id}}
+    from the scored train rows that have a name and an id."""
+    columns = ["anime_id", "name", "score"]
+    known = train.reindex(columns=columns).dropna().sort_values("anime_id")
+    scores = known["score"].astype(float)
+    entries = {}
+    for key, anime_id, score in zip(known["name"].map(franchise_key), known["anime_id"], scores):
+        entries.setdefault(key, []).append([int(anime_id), float(score)])
+    scaling = [float(scores.mean()), float(scores.std()) or 1.0] if len(scores) > 1 else [0.0, 1.0]
+    return {"scaling": scaling, "entries": entries}
+
+
+def franchise_block(table, franchise):
+    """[n, 4]: z-scored mean and latest score of each row's earlier train franchise-mates, log1p of their count,
+    and `none known` (also for a row without a name). A row without an anime_id counts as newer than every entry."""
+    mean, std = franchise["scaling"]
+    names = table["name"] if "name" in table.columns else pd.Series(np.nan, index=table.index, dtype=object)
+    ids = pd.to_numeric(table["anime_id"], errors="coerce") if "anime_id" in table.columns else pd.Series(
+        np.nan, index=table.index)
+    block = np.zeros((len(table), 4))
+    for row, (name, anime_id) in enumerate(zip(names, ids.fillna(np.inf))):
+        entries = franchise["entries"].get(franchise_key(name), []) if isinstance(name, str) else []
+        earlier = [score for _, score in entries[:bisect.bisect_left(entries, [anime_id])]]
+        if earlier:
+            block[row, :3] = (np.mean(earlier) - mean) / std, (earlier[-1] - mean) / std, np.log1p(len(earlier))
+        else:
+            block[row, 3] = 1.0
+    return block
+
+
+def fit_neighbours(train, model):
+    """The train anime with a synopsis: their ids, scores and L2-normalised synopsis embeddings (numpy arrays)."""
+    vectors = embed_texts(train["synopsis"], model=model)
+    known = (np.linalg.norm(vectors, axis=1) > 0) & train["score"].notna().to_numpy()
+    scores = train["score"].to_numpy(float)[known]
+    return {"model": model, "k": NEIGHBOURS, "ids": train["anime_id"].to_numpy("int64")[known],
+            "scores": scores, "vectors": vectors[known], "scaling": [float(scores.mean()), float(scores.std()) or 1.0]}
+
+
+def neighbours_block(table, neighbours, chunk=2048):
+    """[n, 3]: z-scored similarity-weighted mean score of each row's K nearest train synopses (never its own
+    anime_id), their mean cosine similarity, and `missing` (no synopsis)."""
+    mean, std = neighbours["scaling"]
+    vectors = embed_texts(table["synopsis"], model=neighbours["model"]) if "synopsis" in table.columns else \
+        np.zeros((len(table), neighbours["vectors"].shape[1]), np.float32)
+    ids = pd.to_numeric(table["anime_id"], errors="coerce").to_numpy() if "anime_id" in table.columns else \
+        np.full(len(table), np.nan)
+    k = min(neighbours["k"], len(neighbours["ids"]) - 1)
+    block = np.zeros((len(table), 3))
+    block[:, 2] = np.linalg.norm(vectors, axis=1) == 0
+    for start in range(0, len(table) if k > 0 else 0, chunk):
+        similarity = vectors[start:start + chunk] @ neighbours["vectors"].T
+        similarity[ids[start:start + chunk, None] == neighbours["ids"][None, :]] = -np.inf
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.maximum(np.take_along_axis(similarity, top, axis=1), 1e-6)
+        block[start:start + chunk, 0] = ((neighbours["scores"][top] * weights).sum(1) / weights.sum(1) - mean) / std
+        block[start:start + chunk, 1] = weights.mean(1)
+    block[block[:, 2] == 1, :2] = 0.0
+    return block
+
+
+def fit_metadata_encoder(train, with_post_release=False, with_franchise=True, neighbours_model=None):
+    """Vocabularies, scalings, the train franchise scores and (with a neighbours_model) the train synopsis
+    embeddings, learned from the training rows only. JSON-serialisable but for spec["neighbours"]."""
     train = as_anime_table(train)
     spec = {"vocabularies": {}, "scalings": {}, "groups": []}
-    numeric = ["episodes", "year", "duration_min"] + (POST_RELEASE_COLUMNS if with_post_release else [])
+    numeric = ["episodes", "year", "duration_min", "anime_id"] + (POST_RELEASE_COLUMNS if with_post_release else [])
     for column in GROUP_ORDER + (POST_RELEASE_COLUMNS if with_post_release else []):
         if column == "title":
             pass  # fixed patterns, nothing to learn
+        elif column == "franchise":
+            if not with_franchise:
+                continue
+            spec["franchise"] = fit_franchise_scores(train)
+        elif column == "neighbours":
+            if neighbours_model is None:
+                continue
+            spec["neighbours"] = fit_neighbours(train, neighbours_model)
         elif column in numeric:
             known = _numbers(train, column)
             known = known[~np.isnan(known)]
@@ -106,6 +191,12 @@ def encode_metadata(table, spec):
             blocks += [names.str.contains(pattern, case=False, regex=True).fillna(False).to_numpy(float)
                        for pattern in TITLE_PATTERNS.values()] + [names.isna().to_numpy()]
             columns += [f"title={flag}" for flag in TITLE_PATTERNS] + ["title_missing"]
+        elif group == "franchise":
+            blocks += list(franchise_block(table, spec["franchise"]).T)
+            columns += ["franchise_mean", "franchise_latest", "franchise_count", "franchise_missing"]
+        elif group == "neighbours":
+            blocks += list(neighbours_block(table, spec["neighbours"]).T)
+            columns += ["neighbours_mean", "neighbours_similarity", "neighbours_missing"]
         elif group in spec["scalings"]:
             mean, std = spec["scalings"][group]
             values = _numbers(table, group)

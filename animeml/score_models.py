@@ -69,7 +69,19 @@ def report_title(name, with_post_release):
         if with_post_release else f"{name} (pre-release inputs only)"
 
 
+NEIGHBOUR_ARRAYS = ["ids", "scores", "vectors"]  # of encoder["neighbours"]: kept in <model stem>_neighbours.npz
+
+
 def write_sidecar(path, sidecar):
+    """<model>.json, and the train synopsis vectors of the neighbours group (if any) in <model>_neighbours.npz."""
+    neighbours = (sidecar["encoder"] or {}).get("neighbours")
+    if neighbours:
+        arrays_path = path.with_name(f"{path.stem}_neighbours.npz")
+        with atomic_path(arrays_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{name: neighbours[name] for name in NEIGHBOUR_ARRAYS})
+        stored = {k: v for k, v in neighbours.items() if k not in NEIGHBOUR_ARRAYS}
+        sidecar = {**sidecar, "encoder": {**sidecar["encoder"], "neighbours": {**stored, "file": arrays_path.name}}}
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2))
 
@@ -82,7 +94,12 @@ def load_score_model(kind, path=None):
                 "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
                 "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}[kind]
         raise PipelineError(f"{path} (or its .json sidecar) not found: train it with {step}")
-    return keras.models.load_model(path, compile=False), json.loads(path.with_suffix(".json").read_text())
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    neighbours = (sidecar["encoder"] or {}).get("neighbours")
+    if neighbours:
+        with np.load(path.with_name(neighbours["file"])) as arrays:
+            neighbours.update({name: arrays[name] for name in NEIGHBOUR_ARRAYS})
+    return keras.models.load_model(path, compile=False), sidecar
 
 
 def save_h5(model, path):
@@ -172,11 +189,15 @@ def poster_problem(path):
     return ""
 
 
+NAME_ONLY_GROUPS = ("title", "anime_id")  # every row has them: they say nothing about the anime itself
+
+
 def nothing_known(table, sidecar):
-    """Rows with no synopsis and every metadata group but the title missing: a score for them would only echo
-    the mean."""
+    """Rows with no synopsis and every metadata group but the title and id missing (franchise included): a score
+    for them would only echo the mean."""
     metadata = encode_metadata(table, sidecar["encoder"])[0]
-    missing = [metadata[:, end - 1] == 1 for group, (_, end) in sidecar["input_groups"].items() if group != "title"]
+    missing = [metadata[:, end - 1] == 1 for group, (_, end) in sidecar["input_groups"].items()
+               if group not in NAME_ONLY_GROUPS]
     return np.logical_and.reduce(missing) & table["synopsis"].isna().to_numpy()
 
 

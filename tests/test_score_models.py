@@ -13,7 +13,8 @@ from PIL import Image
 from animeml import paths, score_features
 from animeml.cli import write_csv
 from animeml.merge import merge_posters
-from animeml.metadata import KAGGLE_COLUMNS, read_anime_table
+from animeml.cli import PipelineError
+from animeml.metadata import KAGGLE_COLUMNS, read_anime_table, read_kaggle_csv
 from animeml.score_features import encode_metadata, fit_metadata_encoder, score_split
 
 N_ANIME, N_POSTERS = 80, 48
@@ -89,6 +90,58 @@ def test_metadata_encoding_has_missing_indicators_and_train_only_vocabulary():
     assert "post_members" not in groups and "post_members" in fit_metadata_encoder(train, True)["groups"]
 
 
+def test_franchise_feature_uses_only_earlier_train_scores():
+    """Train: ids 1 (8.0) and 3 (6.0) of one franchise; id 5 is a test anime, never given to the encoder."""
+    train = pd.DataFrame({"anime_id": [1, 3, 7], "name": ["Foo", "Foo 2nd Season", "Bar"], "score": [8.0, 6.0, 5.0]})
+    rows = pd.DataFrame({"anime_id": [1, 2, 4, 5, 6], "name": ["Foo", "Foo: Movie", "Foo Season 3", "Foo OVA", "Baz"]})
+
+    def franchise(train):
+        """The franchise columns of `rows`, mean and latest back on the score scale."""
+        spec = fit_metadata_encoder(train)
+        X, columns, groups = encode_metadata(rows, spec)
+        start, end = groups["franchise"]
+        got = pd.DataFrame(X[:, start:end], columns=columns[start:end], index=rows["anime_id"])
+        mean, std = spec["franchise"]["scaling"]
+        got[["franchise_mean", "franchise_latest"]] = got[["franchise_mean", "franchise_latest"]] * std + mean
+        return got.where(got["franchise_missing"] == 0)
+
+    got = franchise(train)
+    assert list(got["franchise_missing"].isna()) == [True, False, False, False, True]  # id 1 never sees itself
+    assert got.loc[2, "franchise_mean"] == pytest.approx(8.0)  # id 3 came later: left out
+    assert got.loc[4, ["franchise_mean", "franchise_latest"]].tolist() == pytest.approx([7.0, 6.0])
+    assert got.loc[5, "franchise_count"] == pytest.approx(np.log1p(2))
+    assert got.loc[5, "franchise_mean"] == pytest.approx(7.0) and got.loc[6].isna().all()
+    # a later train entry's score changes nothing of an earlier row
+    later = franchise(pd.concat([train.assign(score=[8.0, 9.5, 5.0]),
+                                 pd.DataFrame({"anime_id": [8], "name": ["Foo Final"], "score": [1.0]})]))
+    assert later.loc[2, "franchise_mean"] == pytest.approx(8.0) and later.loc[4, "franchise_mean"] == pytest.approx(8.75)
+    assert later.loc[5, "franchise_count"] == pytest.approx(np.log1p(2))
+
+
+def test_neighbours_never_count_the_row_itself(monkeypatch):
+    monkeypatch.setattr(score_features, "embed_texts", fake_embed)
+    train = pd.DataFrame({"anime_id": [1, 2, 3], "score": [9.0, 5.0, 7.0],
+                          "synopsis": ["a long battle", "a school comedy", "a battle comedy"]})
+    spec = {"groups": ["neighbours"], "neighbours": score_features.fit_neighbours(train, "minilm")}
+    spec["neighbours"]["k"] = 1
+    rows = pd.DataFrame({"anime_id": [1, 9, 10], "synopsis": ["a long battle", "a long battle", None]})
+    X, columns, _ = encode_metadata(rows, spec)
+    mean, std = spec["neighbours"]["scaling"]
+    assert columns == ["neighbours_mean", "neighbours_similarity", "neighbours_missing"]
+    assert X[0, 0] == pytest.approx((7.0 - mean) / std)  # anime 1's twin is itself: its next-nearest counts
+    assert X[1, 0] == pytest.approx((9.0 - mean) / std)  # a new anime with the same synopsis gets anime 1
+    assert list(X[:, 2]) == [0, 0, 1] and X[2, 0] == 0
+
+
+def test_read_kaggle_csv_without_score_for_new_anime(tmp_path):
+    path = tmp_path / "new.csv"
+    kaggle_rows([1], np.array([True])).drop(columns=["Score"]).to_csv(path, index=False)
+    with pytest.raises(PipelineError, match="Score"):
+        read_kaggle_csv(path)
+    table = read_kaggle_csv(path, required=["anime_id", "Name"])
+    assert table["Score"].isna().all() and table.loc[0, "Name"] == "Show 1"
+
+
 def test_one_split_for_poster_and_table_rows(score_data):
     table = read_anime_table(paths.raw_csv())
     everyone = score_split(table["anime_id"])
@@ -132,7 +185,8 @@ def test_train_evaluate_and_predict(score_data, monkeypatch):
 
     new = kaggle_rows([1001, 1002, 1003, 1004], np.array([True, False, True, False]))
     new.loc[3, ["Genres", "Synopsis", "Episodes", "Type"]] = "UNKNOWN"
-    new.to_csv(score_data / "new.csv", index=False)
+    new.loc[3, "Name"] = "Untitled Project"  # no train franchise-mate either
+    new.drop(columns=["Score"]).to_csv(score_data / "new.csv", index=False)  # new anime have no score yet
     images = score_data / "new_posters"
     images.mkdir()
     write_poster(images / "1001.jpg", True, 0)
