@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml import paths
 from animeml.cli import PipelineError, run, write_csv
 from animeml.metadata import clean_table, read_kaggle_csv
 from animeml.score_models import load_score_model, model_path, nothing_known, poster_problem, predict_scores

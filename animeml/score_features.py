@@ -6,7 +6,8 @@
 
 Every group carries its own `missing` indicator column, always its last: most rows of the table lack type,
 studios, source and year, and a silent zero would read as a real value. The title contributes a few flags
-(sequel, movie, special, subtitle) known before release.
+(sequel, movie, special, subtitle) known before release, and title_words its frequent words (multi-hot, the
+vocabulary learned on train like the genres').
 
 The franchise group carries what earlier entries of the same franchise (animeml.recommend.franchise_key of the
 title) scored: the mean, the latest and the count of the scores of TRAIN anime with that key and a smaller
@@ -23,6 +24,7 @@ known from the day the entry exists: it orders entries by when they were added, 
 Genres that are awards (POST_RELEASE_GENRES) are known only after release and are left out.
 """
 import bisect
+import re
 
 import numpy as np
 import pandas as pd
@@ -38,7 +40,7 @@ LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot
 CATEGORY_COLUMNS = ["type", "source", "rating"]  # one-hot
 LOG_NUMBER_COLUMNS = ["episodes", "duration_min"] + POST_RELEASE_COLUMNS  # heavy-tailed: log1p, then z-score
 GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating", "anime_id",
-               "title", "franchise", "neighbours"]
+               "title", "title_words", "franchise", "neighbours"]
 POST_RELEASE_GENRES = {"Award Winning"}
 NEIGHBOURS = 10  # train anime averaged by the neighbours group
 # What a title says before release: sequels, movies and specials score differently from first seasons.
@@ -74,7 +76,11 @@ def as_anime_table(table):
 
 
 def _values(table, column):
-    """Each row's values of `column` as a list (empty when missing)."""
+    """Each row's values of `column` as a list (empty when missing); title_words: the words of the name."""
+    if column == "title_words":
+        names = table["name"] if "name" in table.columns else pd.Series(np.nan, index=table.index, dtype=object)
+        return [sorted(set(re.findall(r"[^\W\d_]{2,}", name.casefold()))) if isinstance(name, str) else []
+                for name in names]
     if column not in table.columns:
         return [[] for _ in range(len(table))]
     if column in LIST_COLUMNS:

@@ -119,13 +119,19 @@ def score_head(x, score_mean, name="score"):
                         name=name)(x)
 
 
-def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.5):
+def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.5, members=3):
+    """The mean of `members` MLPs (different initialisations and dropout masks) over metadata + synopsis: an
+    ensemble in one model, steadier than one MLP."""
     metadata = keras.Input((metadata_dim,), name="metadata")
     synopsis = keras.Input((synopsis_dim,), name="synopsis")
     x = layers.Concatenate()([metadata, synopsis])
-    x = layers.Dropout(dropout)(layers.Dense(hidden, activation="relu")(x))
-    x = layers.Dropout(dropout)(layers.Dense(hidden // 4, activation="relu")(x))
-    return keras.Model({"metadata": metadata, "synopsis": synopsis}, score_head(x, score_mean), name="text_model")
+    scores = []
+    for member in range(members):
+        h = layers.Dropout(dropout)(layers.Dense(hidden, activation="relu")(x))
+        h = layers.Dropout(dropout)(layers.Dense(hidden // 4, activation="relu")(h))
+        scores.append(score_head(h, score_mean, name=f"score_{member}"))
+    score = layers.Average(name="score")(scores) if members > 1 else scores[0]
+    return keras.Model({"metadata": metadata, "synopsis": synopsis}, score, name="text_model")
 
 
 def build_vision_model(backbone, score_mean, dropout=0.3):
@@ -189,7 +195,7 @@ def poster_problem(path):
     return ""
 
 
-NAME_ONLY_GROUPS = ("title", "anime_id")  # every row has them: they say nothing about the anime itself
+NAME_ONLY_GROUPS = ("title", "title_words", "anime_id")  # every row has them: nothing about the anime itself
 
 
 def nothing_known(table, sidecar):
@@ -267,8 +273,9 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 def train_score_model(model, train_ds, val_ds, path, epochs, finetune_epochs=0, finetune_layers=0,
-                      learning_rate=1e-3, finetune_learning_rate=1e-4, patience=5, from_scratch=False):
-    """Train with MSE, keep the best validation checkpoint at `path`, return the history (one row per epoch).
+                      learning_rate=1e-3, finetune_learning_rate=1e-4, patience=5, from_scratch=False, loss="mse"):
+    """Train with `loss` (MSE unless told), keep the best validation checkpoint at `path`, return the history
+    (one row per epoch).
 
     With a layer named "backbone": `epochs` with the backbone frozen, then `finetune_epochs` with its top
     `finetune_layers` unfrozen at `finetune_learning_rate`; `from_scratch` trains it whole in one phase.
@@ -290,7 +297,7 @@ def train_score_model(model, train_ds, val_ds, path, epochs, finetune_epochs=0, 
             continue
         if top_layers is not None:
             set_trainable(backbone, top_layers)
-        model.compile(optimizer=keras.optimizers.Adam(rate), loss="mse", metrics=["mae"])
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["mae"])
         if not rows:
             start = model.evaluate(val_ds, verbose=0, return_dict=True)
             rows.append({"epoch": 0, "phase": "start", "val_loss": start["loss"], "val_mae": start["mae"]})
@@ -314,7 +321,8 @@ def write_history(history, stem, title):
         axis.plot(history["epoch"], history[f"val_{metric}"], "o-", label="validation")
         for epoch in history.loc[history["phase"] == "finetune", "epoch"].head(1):
             axis.axvline(epoch - 0.5, color="grey", linestyle="--", label="fine-tune starts")
-        axis.set(xlabel="epoch", ylabel="MSE" if metric == "loss" else "MAE", title=metric.upper())
+        axis.set(xlabel="epoch", ylabel="loss (training objective)" if metric == "loss" else "MAE",
+                 title=metric.upper())
         axis.legend()
     figure.suptitle(title)
     figure.tight_layout()

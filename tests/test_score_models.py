@@ -114,7 +114,8 @@ def test_franchise_feature_uses_only_earlier_train_scores():
     # a later train entry's score changes nothing of an earlier row
     later = franchise(pd.concat([train.assign(score=[8.0, 9.5, 5.0]),
                                  pd.DataFrame({"anime_id": [8], "name": ["Foo Final"], "score": [1.0]})]))
-    assert later.loc[2, "franchise_mean"] == pytest.approx(8.0) and later.loc[4, "franchise_mean"] == pytest.approx(8.75)
+    assert later.loc[2, "franchise_mean"] == pytest.approx(8.0)
+    assert later.loc[4, "franchise_mean"] == pytest.approx(8.75)
     assert later.loc[5, "franchise_count"] == pytest.approx(np.log1p(2))
 
 
