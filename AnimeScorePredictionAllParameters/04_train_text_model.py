@@ -2,7 +2,9 @@
 
 It trains on every scored anime of data/raw/anime.csv in the train part of the shared split
 (data/splits/score_split.csv, grouped by anime_id, made once over all scored anime), so it sees far more rows
-than the poster models and is the model to use for an anime without a poster. It also starts the hybrid model
+than the poster models and is the model to use for an anime without a poster. Besides genres, episodes, title
+and synopsis it sees the MAL id (entry order) and the scores of earlier train entries of the same franchise
+(animeml.score_features); --without-franchise and --with-neighbours are the ablations. It also starts the hybrid model
 (step 05). Post-release fields (members, popularity, rank, favorites, scored by) stay out unless
 --with-post-release, and then every title says so.
 
@@ -38,8 +40,8 @@ def main():
     parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs without improvement before stopping")
     parser.add_argument("--without-franchise", action="store_true",
                         help="leave out the scores of earlier train entries of the same franchise (ablation)")
-    parser.add_argument("--without-neighbours", action="store_true",
-                        help="leave out the scores of the nearest train synopses (ablation)")
+    parser.add_argument("--with-neighbours", action="store_true",
+                        help="add the scores of the nearest train synopses (no gain on validation: off by default)")
     parser.add_argument("--with-post-release", action="store_true",
                         help="also use members, popularity, rank, favorites and scored by (known only after release)")
     args = parser.parse_args()
@@ -53,7 +55,7 @@ def main():
 
     encoder = fit_metadata_encoder(table[train], with_post_release=args.with_post_release,
                                    with_franchise=not args.without_franchise,
-                                   neighbours_model=None if args.without_neighbours else EMBEDDING_MODEL)
+                                   neighbours_model=EMBEDDING_MODEL if args.with_neighbours else None)
     score_mean = float(table.loc[train, "score"].mean())
     sidecar = make_sidecar("text", score_mean, encoder=encoder, embedding_model=EMBEDDING_MODEL)
     inputs = model_inputs(table, sidecar)

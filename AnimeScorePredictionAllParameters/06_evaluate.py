@@ -64,9 +64,11 @@ def main():
     posters = posters[poster_split == "test"].reset_index(drop=True)
     if len(test) < 2 or len(posters) < 2:
         raise PipelineError("fewer than 2 scored test anime or test posters in the saved score split")
-    # the baselines see the same metadata groups as the text model (franchise and synopsis neighbours included)
+    # the baselines see the same metadata groups as the models (franchise included, synopsis neighbours if used)
+    neighbours = next((sidecar["encoder"]["neighbours"] for _, sidecar in models.values()
+                       if "neighbours" in (sidecar["encoder"] or {})), None)
     baselines = fit_baselines(train, fit_metadata_encoder(train, with_post_release=with_post_release,
-                                                          neighbours_model="minilm"))
+                                                          neighbours_model=neighbours and neighbours["model"]))
 
     anime_predictions, poster_predictions = {}, {}
     for kind in ("hybrid", "vision", "text"):

@@ -153,7 +153,7 @@ def test_one_split_for_poster_and_table_rows(score_data):
 
 def test_train_evaluate_and_predict(score_data, monkeypatch):
     run_step("AnimeScorePredictionAllParameters/04_train_text_model.py", "--epochs", 40, "--batch-size", 8,
-             monkeypatch=monkeypatch)
+             "--with-neighbours", monkeypatch=monkeypatch)  # its train vectors travel in an .npz beside each model
     run_step("AnimeScorePredictionOnlyPoster/01_train_vision_model.py", *SMALL, "--epochs", 6,
              monkeypatch=monkeypatch)
     run_step("AnimeScorePredictionAllParameters/05_train_hybrid_model.py", *SMALL, "--epochs", 2,
@@ -163,6 +163,7 @@ def test_train_evaluate_and_predict(score_data, monkeypatch):
         assert (models / f"{stem}.h5").exists()
         for suffix in ["_history.csv", "_curve.png"]:
             assert (reports / f"{stem}{suffix}").exists()
+    assert (models / "anime_hybrid_model_neighbours.npz").exists()
 
     sidecar = json.loads((models / "anime_hybrid_model.json").read_text())
     assert sidecar["backbone"] == "small_cnn" and sidecar["image_size"] == [32, 32]
