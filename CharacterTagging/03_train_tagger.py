@@ -1,7 +1,5 @@
 """Train a multi-label illustration tagger on the N most frequent tags, from a CSV of `file,tags` or Danbooru
-metadata JSON (one post per line), with thresholds tuned on validation (one global, one per tag). Tags that
-share their last word and of which every training image has exactly one (hair and eye colours of a face set) are
-also decoded one per group: the highest-scored tag of each.
+metadata JSON (one post per line), with thresholds tuned on validation (one global, one per tag).
 
 Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively stratified)
 next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5 (+ .json sidecar: tags, thresholds) and,
@@ -20,7 +18,7 @@ from animeml.multilabel import (evaluate, label_prior, most_frequent_labels, mul
                                 tune_global_threshold, tune_thresholds)
 from animeml.paths import SHARED, tags_dir
 from animeml.splits import load_or_make_split
-from animeml.tagging import evaluate_one_of, one_of_groups, read_danbooru_json, read_tags_csv
+from animeml.tagging import read_danbooru_json, read_tags_csv
 
 DEFAULT_TAGS_CSV = SHARED / "data" / "tags" / "tags.csv"
 SUMMARY = ["micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "map"]
@@ -39,8 +37,6 @@ def main():
     parser.add_argument("--finetune-epochs", type=int, default=6)
     parser.add_argument("--finetune-layers", type=int, default=1000, help="top backbone layers unfrozen")
     parser.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of fine-tuning")
-    parser.add_argument("--colour-jitter", action=argparse.BooleanOptionalAction, default=True,
-                        help="brightness/contrast augmentation (off keeps crops and flips: for colour tags)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=10, help="early stopping on validation loss")
     parser.add_argument("--seed", type=int, default=42)
@@ -71,7 +67,7 @@ def main():
     train_classifier(model, part["train"], part["val"], args.image_size, multi_label=True, from_scratch=from_scratch,
                      head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
                      finetune_layers=args.finetune_layers, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
-                     patience=args.patience, colour_jitter=args.colour_jitter, seed=args.seed)
+                     patience=args.patience, seed=args.seed)
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
     prob_val, prob_test = (predict_images(model, list(paths), args.image_size) for paths in (val_paths, test_paths))
 
@@ -84,12 +80,6 @@ def main():
                f"{args.backbone} (global threshold {global_threshold:.2f})":
                    evaluate(y_test, prob_test, global_threshold, tags),
                f"{args.backbone} (per-tag thresholds)": evaluate(y_test, prob_test, per_tag, tags)}
-    groups = one_of_groups(tags, part["train"][1])
-    if groups:
-        name = "one per " + "/".join(groups)
-        results[f"tag prior ({name})"] = evaluate_one_of(y_test, prior_test, groups, prior_threshold, tags)
-        results[f"{args.backbone} ({name}, per-tag thresholds)"] = evaluate_one_of(y_test, prob_test, groups,
-                                                                                   per_tag, tags)
     metrics = pd.DataFrame([{"model": name, **{key: result[key] for key in SUMMARY}}
                             for name, result in results.items()])
     tag_table = pd.DataFrame({"tag": tags, "test_support": y_test.sum(axis=0).astype(int), "threshold": per_tag,

@@ -73,17 +73,16 @@ def _fit(model, train_ds, val_ds, epochs, learning_rate, multi_label, patience, 
 
 def train_classifier(model, train, val, image_size, multi_label, from_scratch=False, head_epochs=40,
                      finetune_epochs=10, finetune_layers=60, finetune_lr=1e-4, batch_size=32, patience=5,
-                     class_weight=None, colour_jitter=True, seed=0):
+                     class_weight=None, seed=0):
     """Train `model` (from build_classifier) on `train` and `val`, each a `(paths, targets)` pair.
 
     Pretrained backbone: `head_epochs` of the head on cached frozen features, then `finetune_epochs` of the top
     `finetune_layers` backbone layers with augmentation. From scratch: `head_epochs + finetune_epochs` end to end.
-    `class_weight`: {class id: weight} for the loss of single-label training. `colour_jitter=False` augments
-    with crops and flips only (for colour labels).
+    `class_weight`: {class id: weight} for the loss of single-label training.
     """
     keras.utils.set_random_seed(seed)
     train_images = image_dataset(train[0], train[1], image_size=image_size, batch_size=batch_size, training=True,
-                                 cache=True, seed=seed, colour_jitter=colour_jitter)
+                                 cache=True, seed=seed)
     val_images = image_dataset(val[0], val[1], image_size=image_size, batch_size=batch_size, cache=True)
     if from_scratch:
         return _fit(model, train_images, val_images, head_epochs + finetune_epochs, 1e-3, multi_label, patience,

@@ -29,20 +29,18 @@ def load_image(path, image_size):
     return image
 
 
-def augment(image, image_size, seed=None, colour_jitter=True):
-    """Random crop, horizontal flip and (with `colour_jitter`) brightness and contrast of one image; output stays
-    within 0..255. Turn colour jitter off when a label is a colour (brighter brown hair looks orange)."""
+def augment(image, image_size, seed=None):
+    """Random crop, horizontal flip, brightness and contrast of one image; output stays within 0..255."""
     height, width = image_hw(image_size)
     image = tf.image.random_crop(image, (height, width, 3), seed=seed)
     image = tf.image.random_flip_left_right(image, seed=seed)
-    if colour_jitter:
-        image = tf.image.random_brightness(image, BRIGHTNESS_DELTA, seed=seed)
-        image = tf.image.random_contrast(image, *CONTRAST_RANGE, seed=seed)
+    image = tf.image.random_brightness(image, BRIGHTNESS_DELTA, seed=seed)
+    image = tf.image.random_contrast(image, *CONTRAST_RANGE, seed=seed)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
 def image_dataset(paths, targets=None, features=None, image_size=(224, 224), batch_size=32, training=False,
-                  cache=None, seed=0, colour_jitter=True):
+                  cache=None, seed=0):
     """A batched, prefetched tf.data.Dataset of images read from `paths`.
 
     Elements are `image` or `(image, target)`; with `features` (dict name -> array, one row per path) they are
@@ -50,8 +48,7 @@ def image_dataset(paths, targets=None, features=None, image_size=(224, 224), bat
     (regression, class ids) or 2-D (multi-hot). `cache` is True (memory) or a file path; the decoded images
     are cached (rounded to whole pixel values), augmentation runs after the cache so every epoch sees new
     crops. Training loads images larger than evaluation does, so give them separate cache files. Only
-    `training=True` shuffles and augments; `colour_jitter=False` keeps its crops and flips but not its
-    brightness and contrast changes.
+    `training=True` shuffles and augments.
     """
     height, width = image_hw(image_size)
     if training:
@@ -84,7 +81,7 @@ def image_dataset(paths, targets=None, features=None, image_size=(224, 224), bat
         """float32 image, augmented when training, in the element layout that model.fit expects."""
         image = tf.cast(row["image"], tf.float32)
         if training:
-            image = augment(image, (height, width), colour_jitter=colour_jitter)
+            image = augment(image, (height, width))
         inputs = {"image": image, **row["features"]} if "features" in row else image
         return (inputs, row["target"]) if "target" in row else inputs
 

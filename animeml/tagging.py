@@ -1,6 +1,5 @@
 """Tag sources for the illustration tagger: a CSV of `file,tags` ("blonde hair, blue eyes") or Danbooru metadata
-JSON (one post per line). Both become a table of `path` (an existing image file) and `tags` (a list). Also the
-one-tag-per-group decoding of tags that exclude each other (one hair colour per face).
+JSON (one post per line). Both become a table of `path` (an existing image file) and `tags` (a list).
 
 Danbooru tag names use underscores ("blonde_hair"); they are read with spaces ("blonde hair"), as in the CSV and
 in the captions that image-generation tools expect.
@@ -8,11 +7,9 @@ in the captions that image-generation tools expect.
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from animeml.cli import PipelineError
-from animeml.multilabel import evaluate, predict
 
 
 def split_tags(text, separator=","):
@@ -78,36 +75,6 @@ def read_danbooru_json(path, images_dir):
     if not rows:
         raise PipelineError(f"no image of {path} found under {root}")
     return pd.DataFrame(rows)
-
-
-def one_of_groups(tags, y_train):
-    """Tags sharing their last word ("blue hair", "red hair") of which every training row has exactly one, as
-    {last word: [tag indices]}: hair and eye colours of a face set. Danbooru's "long hair" beside "blonde hair"
-    breaks the rule, so such a vocabulary has no group."""
-    groups = {}
-    for index, tag in enumerate(tags):
-        if " " in tag:
-            groups.setdefault(tag.rsplit(" ", 1)[1], []).append(index)
-    return {word: indices for word, indices in groups.items()
-            if len(indices) > 1 and (np.asarray(y_train)[:, indices].sum(axis=1) == 1).all()}
-
-
-def predict_one_of(y_prob, groups, thresholds):
-    """0/1 predictions: the highest-scored tag of each group in `groups`, `thresholds` for the other tags."""
-    y_pred = predict(y_prob, thresholds)
-    rows = np.arange(len(y_pred))
-    for indices in groups.values():
-        indices = np.asarray(indices)
-        y_pred[:, indices] = 0
-        y_pred[rows, indices[np.argmax(y_prob[:, indices], axis=1)]] = 1
-    return y_pred
-
-
-def evaluate_one_of(y_true, y_prob, groups, thresholds, tags):
-    """animeml.multilabel.evaluate of predict_one_of; the threshold-free metrics (mAP, top-k) still rank `y_prob`."""
-    ranked = evaluate(y_true, y_prob, thresholds, tags)
-    decided = evaluate(y_true, predict_one_of(y_prob, groups, thresholds), 0.5, tags)
-    return {**decided, **{name: ranked[name] for name in ("map", "top1_accuracy", "top3_accuracy")}}
 
 
 def _existing(table, source):

@@ -83,20 +83,6 @@ def test_augmentation_only_when_training(image_paths):
     assert np.abs(same_image).mean() > 1.0  # two epochs see different crops/flips/colours of each image
 
 
-def test_colour_jitter_can_be_turned_off_keeping_crops_and_flips(tmp_path):
-    """A one-colour image keeps its exact colour under crops and flips, but not under brightness/contrast jitter."""
-    path = str(tmp_path / "brown.png")
-    tf.io.write_file(path, tf.io.encode_png(np.full((30, 20, 3), (120, 70, 30), np.uint8)))
-    paths = [path] * 8
-
-    def colours(**options):
-        ds = image_dataset(paths, image_size=SIZE, batch_size=8, training=True, seed=3, **options)
-        return first_batch(ds).numpy().reshape(8, -1, 3)
-
-    np.testing.assert_array_equal(colours(colour_jitter=False), np.broadcast_to((120, 70, 30), (8, 24 * 16, 3)))
-    assert np.abs(colours() - (120, 70, 30)).max() > 2.0
-
-
 def test_cache_in_memory_and_on_disk(image_paths, tmp_path):
     expected = first_batch(image_dataset(image_paths, image_size=SIZE, batch_size=6))
     in_memory = image_dataset(image_paths, image_size=SIZE, batch_size=6, cache=True)
