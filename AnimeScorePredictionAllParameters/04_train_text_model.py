@@ -44,7 +44,9 @@ def main():
                         help="add the scores of the nearest train synopses (no gain on validation: off by default)")
     parser.add_argument("--with-post-release", action="store_true",
                         help="also use members, popularity, rank, favorites and scored by (known only after release)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and TensorFlow")
     args = parser.parse_args()
+    keras.utils.set_random_seed(args.seed)
 
     table = read_anime_table(args.metadata)
     table = table[table["score"].notna()].reset_index(drop=True)

@@ -12,6 +12,8 @@ Writes data/models/anime_hybrid_model.h5 + .json and data/reports/score/anime_hy
 """
 import argparse
 
+import keras
+
 from animeml.backbones import build_backbone
 from animeml.cli import run
 from animeml.score_features import model_inputs
@@ -23,6 +25,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_poster_training_args(parser)
     args = parser.parse_args()
+    keras.utils.set_random_seed(args.seed)
 
     text_model, text_sidecar = load_score_model("text")
     table, split = scored_poster_rows(args.merged)

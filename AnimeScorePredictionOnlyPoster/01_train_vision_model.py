@@ -11,6 +11,8 @@ data/reports/score/anime_vision_only_model_{history.csv,curve.png}.
 """
 import argparse
 
+import keras
+
 from animeml.backbones import build_backbone
 from animeml.cli import run
 from animeml.score_models import (add_poster_training_args, build_vision_model, make_sidecar, report_title,
@@ -21,6 +23,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_poster_training_args(parser)
     args = parser.parse_args()
+    keras.utils.set_random_seed(args.seed)
 
     table, split = scored_poster_rows(args.merged)
     score_mean = float(table.loc[split == "train", "score"].mean())

@@ -223,6 +223,7 @@ def add_poster_training_args(parser, epochs=8, finetune_epochs=4):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
     parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
+    parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and TensorFlow")
 
 
 def scored_poster_rows(merged_csv):
