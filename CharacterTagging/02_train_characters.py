@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from animeml.characters import (SCRATCH_BACKBONES, balanced_class_weights, build_classifier, class_report,
-                                model_path, plot_confusion, predict_images, read_face_folders, save_model,
+                                model_path, plot_confusion, predict_images, read_face_folders,
                                 train_classifier)
-from animeml.cli import run, write_csv
+from animeml.cli import run, save_model, write_csv
 from animeml.paths import SHARED, characters_dir
 from animeml.splits import load_or_make_split
 

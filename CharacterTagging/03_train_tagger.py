@@ -11,9 +11,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from animeml.characters import (SCRATCH_BACKBONES, build_classifier, model_path, predict_images, save_model,
-                                train_classifier)
-from animeml.cli import PipelineError, run, write_csv
+from animeml.characters import SCRATCH_BACKBONES, build_classifier, model_path, predict_images, train_classifier
+from animeml.cli import PipelineError, run, save_model, write_csv
 from animeml.multilabel import (evaluate, label_prior, most_frequent_labels, multi_hot, plot_pr_curves,
                                 tune_global_threshold, tune_thresholds)
 from animeml.paths import SHARED, tags_dir

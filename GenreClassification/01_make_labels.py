@@ -9,13 +9,12 @@ split).
     python GenreClassification/01_make_labels.py --types TV Movie --catalog-covers ../shared/data/posters
 """
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from animeml import paths
-from animeml.cli import PipelineError, atomic_path, run, write_csv
+from animeml.cli import PipelineError, run, write_csv, write_json
 from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
 from animeml.merge import read_merged
 
@@ -46,8 +45,7 @@ def main():
         raise PipelineError("no poster left with a genre of the vocabulary")
 
     write_csv(table, labels_csv())
-    with atomic_path(vocabulary_json()) as tmp:
-        tmp.write_text(json.dumps({"genres": genres}, indent=2))
+    write_json({"genres": genres}, vocabulary_json())
     counts = split_counts(table, genres)
     write_csv(counts, paths.genres_dir() / "split_counts.csv")
     print(counts.to_string(index=False))

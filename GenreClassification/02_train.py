@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from animeml.backbones import BACKBONES
-from animeml.cli import PipelineError, run
-from animeml.genres import (LOSSES, is_pretrained, model_path, predict_table, read_labels, save_model, targets,
+from animeml.cli import PipelineError, run, save_model
+from animeml.genres import (LOSSES, is_pretrained, model_path, predict_table, read_labels, targets,
                             train, tuned_thresholds)
 from animeml.multilabel import evaluate
 

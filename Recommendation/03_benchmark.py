@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from animeml import paths
-from animeml.cli import atomic_path, run
+from animeml.cli import run, write_json
 from animeml.metadata import read_anime_table
 from animeml.recommend import Recommender, hybrid_loop, python_items
 
@@ -73,8 +73,7 @@ def main():
         "largest_score_difference": largest_difference,
         "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
     }
-    with atomic_path(args.index_dir / "benchmark.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(report, args.index_dir / "benchmark.json")
     print(json.dumps(report, indent=2))
 
 

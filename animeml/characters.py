@@ -126,16 +126,6 @@ def predict_images(model, images, image_size, batch_size=64, flip=False):
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def save_model(model, path, sidecar):
-    """Write the model (.h5) and its sidecar JSON atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        model.save(tmp.with_suffix(".h5"))
-        tmp.with_suffix(".h5").replace(tmp)
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2))
-
-
 def load_model(path):
     """The saved model and its sidecar dict."""
     path = Path(path)

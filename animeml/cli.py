@@ -1,4 +1,5 @@
 """What every step script shares: one-line errors and atomic writes."""
+import json
 import os
 import sys
 import tempfile
@@ -39,3 +40,22 @@ def write_csv(df, path):
     """Write a DataFrame so that a crash never leaves a half-written CSV under `path`."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def write_json(data, path):
+    """Write indented JSON so that a crash never leaves a half-written file under `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def save_model(model, path, sidecar=None):
+    """Save a Keras model as `path` (.h5), and `sidecar` as the JSON of the same name, never half-written."""
+    with atomic_path(path) as tmp:
+        h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
+        try:
+            model.save(h5)
+            h5.replace(tmp)
+        finally:
+            h5.unlink(missing_ok=True)
+    if sidecar is not None:
+        write_json(sidecar, Path(path).with_suffix(".json"))

@@ -13,7 +13,7 @@ from keras import layers
 from sklearn.metrics import f1_score
 
 from animeml.backbones import build_backbone, set_trainable
-from animeml.cli import PipelineError, atomic_path
+from animeml.cli import PipelineError
 from animeml.images import image_dataset
 from animeml.metadata import split_list
 from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
@@ -204,16 +204,6 @@ def predict_table(model, paths, image_size, batch_size=32):
 def tuned_thresholds(y_val, prob_val):
     """Per-genre thresholds and one shared threshold, both tuned on validation for micro-F1."""
     return tune_thresholds(y_val, prob_val, "micro"), tune_global_threshold(y_val, prob_val, "micro")
-
-
-def save_model(model, path, sidecar):
-    """The .h5 and its sidecar JSON (genres, thresholds, image size, ...) side by side, both atomically."""
-    with atomic_path(path) as tmp:
-        h5 = tmp.with_suffix(".h5")
-        model.save(h5)
-        h5.replace(tmp)
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2))
 
 
 def load_model(path):

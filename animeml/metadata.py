@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from animeml.cli import PipelineError
+from animeml.cli import PipelineError, write_json
 from animeml.http import make_session
 
 KAGGLE_COLUMNS = [
@@ -113,9 +113,7 @@ def fetch_jikan(api_base, cache_dir, limit=None, requests_per_second=3.0, sessio
             if response.status_code != 200:
                 raise PipelineError(f"Jikan answered {response.status_code} for page {page}")
             body = response.json()
-            tmp = cached.with_suffix(".part")
-            tmp.write_text(json.dumps(body))
-            tmp.replace(cached)
+            write_json(body, cached)
         new = [jikan_to_kaggle(item) for item in body.get("data", [])]
         rows.extend(new)
         bar.update(len(new))

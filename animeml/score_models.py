@@ -12,7 +12,6 @@ poster correction that starts at zero: before any training it is the calibrated 
 move it where validation agrees.
 """
 import json
-import os
 from pathlib import Path
 
 import keras
@@ -30,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 
 from animeml import paths
 from animeml.backbones import BACKBONES, set_trainable
-from animeml.cli import PipelineError, atomic_path, write_csv
+from animeml.cli import PipelineError, atomic_path, save_model, write_csv, write_json
 from animeml.images import image_dataset
 from animeml.merge import read_merged
 from animeml.score_features import encode_metadata, metadata_layout, model_inputs, score_split
@@ -82,8 +81,7 @@ def write_sidecar(path, sidecar):
                 np.savez(f, **{name: neighbours[name] for name in NEIGHBOUR_ARRAYS})
         stored = {k: v for k, v in neighbours.items() if k not in NEIGHBOUR_ARRAYS}
         sidecar = {**sidecar, "encoder": {**sidecar["encoder"], "neighbours": {**stored, "file": arrays_path.name}}}
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2))
+    write_json(sidecar, path.with_suffix(".json"))
 
 
 def load_score_model(kind, path=None):
@@ -100,14 +98,6 @@ def load_score_model(kind, path=None):
         with np.load(path.with_name(neighbours["file"])) as arrays:
             neighbours.update({name: arrays[name] for name in NEIGHBOUR_ARRAYS})
     return keras.models.load_model(path, compile=False), sidecar
-
-
-def save_h5(model, path):
-    """model.save to `path` (.h5) through a temporary file, so a crash never leaves a half-written model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.h5")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -270,7 +260,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs["val_loss"] < self.best:
             self.best, self.best_weights = logs["val_loss"], self.model.get_weights()
-            save_h5(self.model, self.path)
+            save_model(self.model, self.path)
 
 
 def train_score_model(model, train_ds, val_ds, path, epochs, finetune_epochs=0, finetune_layers=0,

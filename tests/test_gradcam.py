@@ -34,8 +34,9 @@ def vision_model(posters, tmp_path_factory):
     import keras
 
     from animeml.backbones import build_backbone
+    from animeml.cli import save_model
     from animeml.images import image_dataset
-    from animeml.score_models import build_vision_model, make_sidecar, save_h5, write_sidecar
+    from animeml.score_models import build_vision_model, make_sidecar, write_sidecar
 
     keras.utils.set_random_seed(0)
     model = build_vision_model(build_backbone("small_cnn", IMAGE_SIZE), score_mean=7.0)
@@ -47,7 +48,7 @@ def vision_model(posters, tmp_path_factory):
     head = model.get_layer("score")
     head.kernel.assign(np.abs(np.asarray(head.kernel)) + 0.01)
     path = tmp_path_factory.mktemp("models") / "anime_vision_only_model.h5"
-    save_h5(model, path)
+    save_model(model, path)
     write_sidecar(path, make_sidecar("vision", 7.0, backbone="small_cnn", image_size=IMAGE_SIZE))
     return path
 

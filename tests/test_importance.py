@@ -99,8 +99,9 @@ def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
 
     from animeml.backbones import build_backbone
     from animeml.images import load_image
+    from animeml.cli import save_model
     from animeml.score_features import fit_metadata_encoder, model_inputs
-    from animeml.score_models import make_sidecar, save_h5, score_head, write_sidecar
+    from animeml.score_models import make_sidecar, score_head, write_sidecar
 
     index = SHARED / "data" / "posters" / "posters.csv"
     if not index.exists():
@@ -132,7 +133,7 @@ def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
     images = np.stack([load_image(p, (24, 24)).numpy() for p in merged["image_path"]])
     model.fit({"image": images, "metadata": metadata}, merged["score"].to_numpy(), epochs=30, verbose=0)
     path = tmp_path / "models" / "anime_hybrid_model.h5"
-    save_h5(model, path)
+    save_model(model, path)
     write_sidecar(path, sidecar)
 
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
