@@ -107,6 +107,9 @@ TASKS = {
         Step("characters/02_train_characters", "CharacterTagging/02_train_characters.py",
              lambda: [model("characters_efficientnet_lite0")]),
         Step("characters/03_train_tagger", "CharacterTagging/03_train_tagger.py", lambda: [model("tags_efficientnet_lite0")]),
+        Step("characters/04_tune_detector", "CharacterTagging/04_tune_detector.py",
+             lambda: [paths.characters_dir() / "detector_settings.csv"],
+             inputs=lambda a: [model("characters_efficientnet_lite0")]),
     ],
 }
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from animeml.characters import character_hit_rates, load_model, model_path, predict_images, read_image_labels
+from animeml.characters import character_hit_rates, load_model, model_path, name_faces, read_image_labels
 from animeml.cli import run, write_csv
-from animeml.faces import (BOX_COLUMNS, add_detector_arguments, crop_faces, draw_boxes, list_images, load_rgb,
-                           make_detector, save_png)
+from animeml.faces import (BOX_COLUMNS, add_detector_arguments, draw_boxes, list_images, load_rgb, make_detector,
+                           save_png)
 
 COLUMNS = ["file", "face", *BOX_COLUMNS, "character", "confidence", "best_character"]
 
@@ -41,14 +41,13 @@ def main():
     for path in tqdm(list_images(args.images), desc="identifying characters"):
         image = load_rgb(path)
         boxes = detect(image)
-        probabilities = predict_images(model, crop_faces(image, boxes, args.margin), image_size, flip=args.flip_tta)
+        best_names, confidences = name_faces(model, names, image, boxes, image_size, args.margin, args.flip_tta)
         captions = []
-        for face, (box, probability) in enumerate(zip(boxes, probabilities)):
-            best = names[probability.argmax()]
-            character = best if probability.max() >= args.unknown_threshold else "unknown"
-            captions.append(f"{character} {probability.max():.2f}")
+        for face, (box, best, confidence) in enumerate(zip(boxes, best_names, confidences)):
+            character = best if confidence >= args.unknown_threshold else "unknown"
+            captions.append(f"{character} {confidence:.2f}")
             rows.append({"file": path.name, "face": face, **dict(zip(BOX_COLUMNS, box.tolist())),
-                         "character": character, "confidence": float(probability.max()), "best_character": best})
+                         "character": character, "confidence": float(confidence), "best_character": best})
         save_png(draw_boxes(image, boxes, captions), drawn_dir / f"{path.stem}.png")
     faces = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(faces, args.out)

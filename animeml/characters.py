@@ -126,6 +126,14 @@ def predict_images(model, images, image_size, batch_size=64, flip=False):
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
+def name_faces(model, names, image, boxes, image_size, margin=0.1, flip=False):
+    """The best character name and its softmax confidence for each face box of an RGB image."""
+    from animeml.faces import crop_faces
+
+    probabilities = predict_images(model, crop_faces(image, boxes, margin), image_size, flip=flip)
+    return [names[i] for i in probabilities.argmax(axis=1)], probabilities.max(axis=1, initial=0.0)
+
+
 def load_model(path):
     """The saved model and its sidecar dict."""
     path = Path(path)
@@ -174,19 +182,23 @@ def read_image_labels(path):
     return dict(zip(table["file"].map(lambda file: Path(file).name), table["character"]))
 
 
-def character_hit_rates(faces, labels, unknown_threshold):
-    """How often each labelled image's character is among the names found on its faces.
-
-    `faces`: one row per face with `file`, `best_character` and `confidence` (softmax). Returns the share of
-    labelled images with any face (detection recall), and with the character found, counting every face by its
-    best guess and counting only faces whose confidence reaches `unknown_threshold`."""
+def character_hits(faces, labels, unknown_threshold):
+    """One row per labelled image (`file`, `with_face`, `found`, `found_confident`): whether any face was found,
+    whether the image's character is among the faces' best guesses, and among the guesses whose confidence
+    reaches `unknown_threshold`. `faces`: one row per face with `file`, `best_character` and `confidence`."""
     found = {file: group for file, group in faces.groupby("file")}
     rows = []
     for file, character in labels.items():
         group = found.get(file, faces.iloc[:0])
         confident = group[group["confidence"] >= unknown_threshold]
-        rows.append({"with_face": len(group) > 0, "found": character in set(group["best_character"]),
+        rows.append({"file": file, "with_face": len(group) > 0, "found": character in set(group["best_character"]),
                      "found_confident": character in set(confident["best_character"])})
-    rates = pd.DataFrame(rows).mean()
+    return pd.DataFrame(rows, columns=["file", "with_face", "found", "found_confident"])
+
+
+def character_hit_rates(faces, labels, unknown_threshold):
+    """The shares of labelled images (see character_hits) with any face (detection recall), with the character
+    found counting every face by its best guess, and counting only faces that reach `unknown_threshold`."""
+    rates = character_hits(faces, labels, unknown_threshold)[["with_face", "found", "found_confident"]].mean()
     return {"images": len(labels), "detection_recall": float(rates["with_face"]),
             "character_found": float(rates["found"]), "character_found_with_unknown": float(rates["found_confident"])}

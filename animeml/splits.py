@@ -14,22 +14,26 @@ SPLITS = ("train", "val", "test")
 
 
 def assign_groups(groups, val=0.15, test=0.15, seed=42, labels=None):
-    """Map each unique group to train/val/test. With `labels` (one multi-hot row per group, aligned with
-    `np.unique(groups)`) the split is iteratively stratified, so rare labels reach every split."""
+    """Map each unique group to train/val/test (`val=0`: train and test only). With `labels` (one multi-hot row
+    per group, aligned with `np.unique(groups)`) the split is iteratively stratified, so rare labels reach every
+    split."""
     unique = np.unique(np.asarray(groups))
     if len(unique) < 3:
         raise PipelineError(f"need at least 3 groups to split, got {len(unique)}")
     index = np.arange(len(unique))
     if labels is None:
         rest, test_idx = train_test_split(index, test_size=test, random_state=seed)
-        train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), random_state=seed)
+        train_idx, val_idx = (train_test_split(rest, test_size=val / (1 - test), random_state=seed) if val
+                              else (rest, rest[:0]))
     else:
         labels = np.asarray(labels)
         outer = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test, random_state=seed)
         rest, test_idx = next(outer.split(index, labels))
-        inner = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val / (1 - test), random_state=seed)
-        train_rel, val_rel = next(inner.split(rest, labels[rest]))
-        train_idx, val_idx = rest[train_rel], rest[val_rel]
+        train_idx, val_idx = rest, rest[:0]
+        if val:
+            inner = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val / (1 - test), random_state=seed)
+            train_rel, val_rel = next(inner.split(rest, labels[rest]))
+            train_idx, val_idx = rest[train_rel], rest[val_rel]
     split = np.empty(len(unique), dtype=object)
     split[train_idx], split[val_idx], split[test_idx] = "train", "val", "test"
     return pd.DataFrame({"group": unique, "split": split})

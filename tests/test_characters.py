@@ -95,3 +95,40 @@ def test_flip_tta_averages_an_image_and_its_mirror():
     mirrored = predict_images(model, [image[:, ::-1] for image in images], 4)
     assert not np.allclose(plain, mirrored)
     assert np.allclose(predict_images(model, images, 4, flip=True), (plain + mirrored) / 2, atol=1e-5)
+
+
+def test_detector_is_tuned_on_one_part_and_measured_on_the_other(shared, tmp_path, monkeypatch, capsys):
+    import keras
+
+    from animeml.characters import build_classifier
+    from animeml.cli import save_model
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    keras.utils.set_random_seed(0)
+    model = tmp_path / "characters.h5"
+    save_model(build_classifier("small_cnn", len(CHARACTERS), 32, multi_label=False), model,
+               {"labels": list(CHARACTERS), "image_size": 32})
+    images = tmp_path / "illustrations"
+    images.mkdir()
+    labelled = {}
+    for character in CHARACTERS[:2]:
+        for source in sorted((shared / "data" / "characters" / "illustrations").glob(f"{character}_*.jpg"))[:5]:
+            (images / source.name).write_bytes(source.read_bytes())
+            labelled[source.name] = character
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"file": list(labelled), "character": list(labelled.values())}).to_csv(labels, index=False)
+    run_script("04_tune_detector.py", "--images", images, "--labels", labels, "--model", model,
+               monkeypatch=monkeypatch)
+
+    split = pd.read_csv(tmp_path / "data" / "characters" / "illustration_split.csv")
+    assert sorted(split["group"]) == sorted(labelled) and split["split"].value_counts().to_dict() == {"test": 6,
+                                                                                                      "train": 4}
+    test_characters = [labelled[file] for file in split["group"][split["split"] == "test"]]
+    assert sorted(test_characters) == sorted(CHARACTERS[:2] * 3)  # stratified by character
+    settings = pd.read_csv(tmp_path / "data" / "characters" / "detector_settings.csv")
+    assert len(settings) == 16 and settings["tune_character_found"].between(0, 1).all()
+    measured = settings[settings["role"].notna()]
+    assert set(measured["role"]) <= {"chosen", "default"} and (measured["test_images"] == 6).all()
+    chosen = settings[settings["role"] == "chosen"].iloc[0]
+    assert chosen["tune_character_found"] == settings["tune_character_found"].max()
+    assert "identify_characters.py --scale-factor" in capsys.readouterr().out

@@ -26,3 +26,12 @@ def test_multilabel_split_puts_a_rare_label_in_every_split():
         assert rare.sum() >= 1
     sizes = table["split"].value_counts(normalize=True)
     assert abs(sizes["test"] - 0.2) < 0.05 and abs(sizes["val"] - 0.2) < 0.05
+
+
+def test_no_validation_part_when_val_is_zero():
+    labels = np.eye(4, dtype=int)[np.arange(40) % 4]
+    for kwargs in ({}, {"labels": labels}):
+        split = assign_groups(np.arange(40), val=0.0, test=0.5, seed=0, **kwargs)["split"].to_numpy()
+        assert sorted(set(split)) == ["test", "train"] and (split == "test").sum() == 20
+    stratified = assign_groups(np.arange(40), val=0.0, test=0.5, seed=0, labels=labels)["split"].to_numpy()
+    assert ((stratified == "test")[:, None] & labels.astype(bool)).sum(axis=0).tolist() == [5, 5, 5, 5]

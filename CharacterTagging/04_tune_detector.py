@@ -1,0 +1,120 @@
+"""Choose the face-detector settings of identify_characters.py without measuring on the images that chose them.
+
+The labelled illustrations are split once (seeded, stratified by character, saved) into a tuning part and a test
+part. Every cascade setting of the grid is scored on the tuning part by how often the image's labelled character
+is among the names found on its faces; then the best setting, and the cascade's default, are measured once on the
+test part, with a bootstrap 95% interval.
+
+    python CharacterTagging/04_tune_detector.py
+Reads ../shared/data/characters/{illustrations/, labels.csv} and the character model of step 02.
+Writes data/characters/illustration_split.csv and data/characters/detector_settings.csv (every setting on the
+tuning part; the chosen one and the default also on the test part), and prints the flags to pass to
+identify_characters.py.
+"""
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from animeml.characters import character_hits, load_model, model_path, name_faces, read_image_labels
+from animeml.cli import PipelineError, run, write_csv
+from animeml.faces import MIN_NEIGHBORS, SCALE_FACTOR, detect_faces, load_cascade, load_rgb
+from animeml.metrics import bootstrap_indices
+from animeml.paths import SHARED, characters_dir
+from animeml.splits import load_or_make_split
+
+DEFAULT_IMAGES = SHARED / "data" / "characters" / "illustrations"
+DEFAULT_LABELS = SHARED / "data" / "characters" / "labels.csv"
+GRID = {"scale_factor": (1.05, SCALE_FACTOR), "min_neighbors": (3, MIN_NEIGHBORS), "min_size": (24, 32),
+        "upscale": (1.0, 2.0)}
+CASCADE_DEFAULT = {"scale_factor": SCALE_FACTOR, "min_neighbors": MIN_NEIGHBORS, "min_size": 24, "upscale": 1.0}
+TEST_SHARE = 0.6  # most images measure; the other 40% (about 300 of 756) rank the settings
+UNKNOWN_THRESHOLD = 0.5  # as identify_characters.py; the ranking counts every face by its best guess
+
+
+def face_namer(model, names, image_size):
+    """name(file, image, boxes) -> best names of the boxes; a box already named (same file, same box) is not
+    classified again, since neighbouring settings of the grid find many of the same faces."""
+    cache = {}
+
+    def name(file, image, boxes):
+        keys = [(file, *map(float, box[:4])) for box in boxes]
+        new = [i for i, key in enumerate(keys) if key not in cache]
+        if new:
+            best, confidence = name_faces(model, names, image, boxes[new], image_size)
+            cache.update(zip([keys[i] for i in new], zip(best, confidence)))
+        return [cache[key] for key in keys]
+
+    return name
+
+
+def hits(images, labels, settings, cascade, name):
+    """character_hits of one cascade setting over the images {file: RGB array}."""
+    faces = [{"file": file, "best_character": best, "confidence": confidence}
+             for file, image in images.items()
+             for best, confidence in name(file, image, detect_faces(image, cascade, **settings))]
+    faces = pd.DataFrame(faces, columns=["file", "best_character", "confidence"])
+    return character_hits(faces, {file: labels[file] for file in images}, UNKNOWN_THRESHOLD)
+
+
+def interval(found, seed, level=0.95):
+    """Percentile bootstrap interval of the share of images with the character found."""
+    shares = [found[index].mean() for index in bootstrap_indices(len(found), seed=seed)]
+    return tuple(np.quantile(shares, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of labelled illustrations")
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS, help="CSV of file,character[,kind]")
+    parser.add_argument("--model", type=Path, default=model_path("characters", "efficientnet_lite0"),
+                        help="character model of step 02 (.h5 with its .json sidecar)")
+    parser.add_argument("--seed", type=int, default=42, help="seeds the tuning/test split and the bootstrap")
+    args = parser.parse_args()
+
+    labels = {file: character for file, character in read_image_labels(args.labels).items()
+              if (args.images / file).exists()}
+    if len(labels) < 10:
+        raise PipelineError(f"{args.labels}: only {len(labels)} labelled images found in {args.images}, need 10")
+    files = sorted(labels)
+    characters = sorted(set(labels.values()))
+    one_hot = np.array([[labels[file] == character for character in characters] for file in files])
+    split = load_or_make_split(characters_dir() / "illustration_split.csv", files, val=0.0, test=TEST_SHARE,
+                               seed=args.seed, labels=one_hot)
+    parts = {part: {file: load_rgb(args.images / file) for file, where in zip(files, split) if where == role}
+             for part, role in (("tune", "train"), ("test", "test"))}
+    print(f"{len(files)} labelled images: {len(parts['tune'])} tune the detector, {len(parts['test'])} measure it")
+
+    model, sidecar = load_model(args.model)
+    name = face_namer(model, sidecar["labels"], sidecar["image_size"])
+    cascade = load_cascade()
+    grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+    rows = []
+    for settings in tqdm(grid, desc="detector settings on the tuning part"):
+        tuned = hits(parts["tune"], labels, settings, cascade, name)
+        rows.append({**settings, "tune_detection_recall": tuned["with_face"].mean(),
+                     "tune_character_found": tuned["found"].mean()})
+    table = pd.DataFrame(rows)
+    best = table["tune_character_found"].idxmax()  # ties: the first, i.e. the smallest settings of the grid
+    chosen = {key: table.at[best, key].item() for key in GRID}
+
+    roles = {"chosen": chosen} if chosen == CASCADE_DEFAULT else {"chosen": chosen, "default": CASCADE_DEFAULT}
+    for role, settings in roles.items():
+        tested = hits(parts["test"], labels, settings, cascade, name)
+        found = tested["found"].to_numpy()
+        low, high = interval(found, args.seed)
+        row = (table[list(GRID)] == pd.Series(settings)).all(axis=1)
+        table.loc[row, ["role", "test_images", "test_detection_recall", "test_character_found", "test_found_low",
+                        "test_found_high"]] = [role, len(found), tested["with_face"].mean(), found.mean(), low, high]
+        print(f"{role} {settings}: character found in {found.sum()} of {len(found)} test images "
+              f"({found.mean():.1%}, 95% interval {low:.1%}-{high:.1%}), a face in {tested['with_face'].mean():.1%}")
+    write_csv(table, characters_dir() / "detector_settings.csv")
+    flags = " ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in chosen.items())
+    print(f"identify_characters.py {flags}  (written {characters_dir() / 'detector_settings.csv'})")
+
+
+if __name__ == "__main__":
+    run(main)
