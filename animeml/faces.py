@@ -125,15 +125,15 @@ def save_png(image, path):
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def add_detector_arguments(parser):
-    """The face-detector options shared by every script that finds faces."""
+def add_detector_arguments(parser, scale_factor=SCALE_FACTOR, min_neighbors=MIN_NEIGHBORS, min_size=24, upscale=1.0):
+    """The face-detector options shared by every script that finds faces; the keywords are the cascade's defaults."""
     parser.add_argument("--detector-weights", help="Ultralytics YOLO face model (.pt/.onnx/.tflite) instead of "
                         "the OpenCV cascade")
     parser.add_argument("--cascade", help="LBP cascade XML (default ../shared/models/lbpcascade_animeface.xml)")
-    parser.add_argument("--min-size", type=int, default=24, help="smallest face side in pixels (cascade)")
-    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="cascade image pyramid step")
-    parser.add_argument("--min-neighbors", type=int, default=MIN_NEIGHBORS, help="cascade overlapping hits needed")
-    parser.add_argument("--upscale", type=float, default=1.0, help="enlarge images this much before the cascade")
+    parser.add_argument("--min-size", type=int, default=min_size, help="smallest face side in pixels (cascade)")
+    parser.add_argument("--scale-factor", type=float, default=scale_factor, help="cascade image pyramid step")
+    parser.add_argument("--min-neighbors", type=int, default=min_neighbors, help="cascade overlapping hits needed")
+    parser.add_argument("--upscale", type=float, default=upscale, help="enlarge images this much before the cascade")
     parser.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")
 
 

@@ -66,6 +66,7 @@ def test_tiny_character_model_trains_and_names_every_face(shared, tmp_path, monk
                   "character": ["ahagon_umiko", "ahagon_umiko", "suzukaze_aoba"]}).to_csv(labels, index=False)
     out = tmp_path / "identified.csv"
     run_script("identify_characters.py", "--images", images, "--out", out, "--model", model, "--labels", labels,
+               "--scale-factor", 1.1, "--min-neighbors", 5, "--min-size", 24, "--upscale", 1,
                monkeypatch=monkeypatch)
 
     rows = pd.read_csv(out)
