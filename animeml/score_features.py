@@ -5,9 +5,9 @@
     inputs = model_inputs(table, sidecar)              # {"metadata": X, "synopsis": E} for a saved model
 
 Every group carries its own `missing` indicator column, always its last: most rows of the table lack type,
-studios, source and year, and a silent zero would read as a real value. The title contributes a few flags
-(sequel, movie, special, subtitle) known before release, and title_words its frequent words (multi-hot, the
-vocabulary learned on train like the genres').
+studios, source and year, and a silent zero would read as a real value. The title contributes flags known before
+release (sequel, movie, OVA, recap, season number, ...) and its length, title_words its frequent words (multi-hot,
+the vocabulary learned on train like the genres'); episodes adds count buckets (one-shot, one cour, ...).
 
 The franchise group carries what earlier entries of the same franchise (animeml.recommend.franchise_key of the
 title) scored: the mean, the latest and the count of the scores of TRAIN anime with that key and a smaller
@@ -15,6 +15,11 @@ anime_id (MAL ids grow with the time an entry was added, so a smaller id stands 
 entries are stored in the encoder (spec["franchise"]), so a new anime is encoded from them at predict time. A
 train row is encoded the same way (only other, earlier train entries, never itself), so the feature means the same
 for train, validation and test rows, and no validation or test score ever enters it.
+
+The title_neighbours group does the same for titles that are alike without sharing the franchise key (other
+romanisations, spin-offs, "Movie 2: ..."): the nearest TRAIN titles with a smaller anime_id by TF-IDF of character
+n-grams (fit on the train titles), with their similarities and scores. The train titles, ids and scores are
+stored in the encoder (spec["title_neighbours"]); like the franchise group it never sees a row's own score.
 
 The optional neighbours group (fit_metadata_encoder(..., neighbours_model="minilm")) is the similarity-weighted
 mean score of the K train anime whose synopsis embeddings are nearest to a row's, never counting the row's own
@@ -29,6 +34,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from sklearn.feature_extraction.text import TfidfVectorizer
+
 from animeml import paths
 from animeml.embeddings import embed_texts
 from animeml.metadata import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table, split_list
@@ -40,16 +47,32 @@ LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot
 CATEGORY_COLUMNS = ["type", "source", "rating"]  # one-hot
 LOG_NUMBER_COLUMNS = ["episodes", "duration_min"] + POST_RELEASE_COLUMNS  # heavy-tailed: log1p, then z-score
 GROUP_ORDER = ["genres", "type", "episodes", "source", "studios", "year", "duration_min", "rating", "anime_id",
-               "title", "title_words", "franchise", "neighbours"]
+               "title", "title_words", "franchise", "title_neighbours", "neighbours"]
 POST_RELEASE_GENRES = {"Award Winning"}
 NEIGHBOURS = 10  # train anime averaged by the neighbours group
-# What a title says before release: sequels, movies and specials score differently from first seasons.
+TITLE_NEIGHBOURS = 5  # nearest earlier train titles of the title_neighbours group
+SAME_TITLE = 0.5  # TF-IDF cosine above which an earlier title counts as the same series
+# What a title says before release: sequels, movies, specials, recaps and promos score differently from first
+# seasons (kind of entry and its place in a series).
 TITLE_PATTERNS = {
     "sequel": r"season|\b2nd\b|\b3rd\b|\b\d+th\b|\bII+\b|\b[2-9]\b|part \d|final|shippuuden|zoku|kan\b|!!",
     "movie": r"movie|gekijouban|film",
     "special": r"special|ova|oad|recap|picture drama|mini|petit|chibi|\bcm\b|pv",
     "subtitle": r":",
+    "ova": r"\bova\b|\boad\b",
+    "specials": r"\bspecials?\b|\bextra\b|\bbonus\b|omake",
+    "recap": r"recap|soushuuhen|digest|compilation",
+    "season_number": r"season\s*\d|\b\d+(?:st|nd|rd|th) season|\bs\d\b",
+    "ordinal": r"\b\d+(?:st|nd|rd|th)\b",
+    "ends_in_number": r"\b\d+\s*$|\b(?:ii|iii|iv|v)\s*$",
+    "short": r"\bmini\b|petit|chibi|\bshorts?\b|gekijou|theater",
+    "promo": r"\bcm\b|\bpv\b|\bpromo|commercial|trailer|\bmv\b|music video",
+    "kids": r"\bkun\b|chan\b|\bkids?\b",
+    "final": r"final|kanketsu|\bkan\b",
+    "picture_drama": r"picture drama|drama cd",
 }
+# Episode counts as buckets besides the log count: one-shot, short OVA run, one cour, two cours, a year, longer.
+EPISODE_BUCKETS = [1, 2, 7, 14, 27, 53]
 MIN_COUNT = 5  # a category seen fewer times in train is encoded as `other`
 
 
@@ -126,6 +149,52 @@ def franchise_block(table, franchise):
     return block
 
 
+def fit_title_neighbours(train):
+    """The scored train rows with a name and an id: their names, ids and scores (JSON lists), and the scaling."""
+    known = train.reindex(columns=["anime_id", "name", "score"]).dropna()
+    scores = known["score"].astype(float)
+    scaling = [float(scores.mean()), float(scores.std()) or 1.0] if len(scores) > 1 else [0.0, 1.0]
+    return {"k": TITLE_NEIGHBOURS, "names": known["name"].astype(str).tolist(),
+            "ids": known["anime_id"].astype("int64").tolist(), "scores": scores.tolist(), "scaling": scaling}
+
+
+def title_neighbours_block(table, title_neighbours, chunk=2048):
+    """[n, 7] from each row's K most similar earlier train titles (TF-IDF of character 2-4-grams, cosine; a
+    smaller anime_id, so never the row itself): the top similarity and z-scored score, the similarity-weighted
+    mean z-score and the mean similarity of the K, the mean z-score and log1p count of those above SAME_TITLE,
+    and `none` (no earlier train title shares an n-gram, or the row has no name)."""
+    mean, std = title_neighbours["scaling"]
+    names = table["name"] if "name" in table.columns else pd.Series(np.nan, index=table.index, dtype=object)
+    ids = pd.to_numeric(table["anime_id"], errors="coerce").to_numpy(float) if "anime_id" in table.columns else \
+        np.full(len(table), np.nan)
+    block = np.zeros((len(table), 7))
+    block[:, 6] = 1.0
+    if not title_neighbours["names"] or not len(table):
+        return block
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
+    train_vectors = vectorizer.fit_transform(title_neighbours["names"])
+    train_ids = np.asarray(title_neighbours["ids"], float)
+    train_z = (np.asarray(title_neighbours["scores"]) - mean) / std
+    vectors = vectorizer.transform(names.where(names.map(lambda n: isinstance(n, str)), ""))
+    k = min(title_neighbours["k"], len(train_ids))
+    for start in range(0, len(table), chunk):
+        similarity = (vectors[start:start + chunk] @ train_vectors.T).toarray()
+        # a row without an id counts as newer than every train entry
+        similarity[np.nan_to_num(ids[start:start + chunk], nan=np.inf)[:, None] <= train_ids[None, :]] = 0.0
+        top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        weights, z = np.take_along_axis(similarity, top, axis=1), train_z[top]
+        z = np.where(weights > 0, z, 0.0)
+        same = weights > SAME_TITLE
+        rows = block[start:start + chunk]
+        rows[:, 0], rows[:, 1] = weights[:, 0], z[:, 0]
+        rows[:, 2] = (weights * z).sum(1) / np.maximum(weights.sum(1), 1e-12)
+        rows[:, 3] = weights.mean(1)
+        rows[:, 4] = np.where(same, z, 0.0).sum(1) / np.maximum(same.sum(1), 1)
+        rows[:, 5] = np.log1p(same.sum(1))
+        rows[:, 6] = weights[:, 0] == 0
+    return block
+
+
 def fit_neighbours(train, model):
     """The train anime with a synopsis: their ids, scores and L2-normalised synopsis embeddings (numpy arrays)."""
     vectors = embed_texts(train["synopsis"], model=model)
@@ -170,6 +239,10 @@ def fit_metadata_encoder(train, with_post_release=False, with_franchise=True, ne
             if not with_franchise:
                 continue
             spec["franchise"] = fit_franchise_scores(train)
+        elif column == "title_neighbours":
+            if not with_franchise:
+                continue
+            spec["title_neighbours"] = fit_title_neighbours(train)
         elif column == "neighbours":
             if neighbours_model is None:
                 continue
@@ -195,11 +268,20 @@ def encode_metadata(table, spec):
         if group == "title":
             names = table["name"] if "name" in table.columns else pd.Series(np.nan, index=table.index, dtype=object)
             blocks += [names.str.contains(pattern, case=False, regex=True).fillna(False).to_numpy(float)
-                       for pattern in TITLE_PATTERNS.values()] + [names.isna().to_numpy()]
-            columns += [f"title={flag}" for flag in TITLE_PATTERNS] + ["title_missing"]
+                       for pattern in TITLE_PATTERNS.values()]
+            # long titles are often specials and spin-offs ("... : ... Special Episode 2")
+            blocks += [np.log1p(names.str.len().fillna(0).to_numpy(float)) - 3.0,
+                       names.str.split().str.len().fillna(0).to_numpy(float) / 5.0, names.isna().to_numpy()]
+            columns += [f"title={flag}" for flag in TITLE_PATTERNS] + ["title_length", "title_word_count",
+                                                                        "title_missing"]
         elif group == "franchise":
             blocks += list(franchise_block(table, spec["franchise"]).T)
             columns += ["franchise_mean", "franchise_latest", "franchise_count", "franchise_missing"]
+        elif group == "title_neighbours":
+            blocks += list(title_neighbours_block(table, spec["title_neighbours"]).T)
+            columns += ["title_neighbours_top_similarity", "title_neighbours_top_score", "title_neighbours_mean",
+                        "title_neighbours_similarity", "title_neighbours_same_mean", "title_neighbours_same_count",
+                        "title_neighbours_missing"]
         elif group == "neighbours":
             blocks += list(neighbours_block(table, spec["neighbours"]).T)
             columns += ["neighbours_mean", "neighbours_similarity", "neighbours_missing"]
@@ -207,8 +289,15 @@ def encode_metadata(table, spec):
             mean, std = spec["scalings"][group]
             values = _numbers(table, group)
             missing = np.isnan(values)
-            blocks += [np.where(missing, 0.0, (values - mean) / std), missing]
-            columns += [group, f"{group}_missing"]
+            blocks.append(np.where(missing, 0.0, (values - mean) / std))
+            columns.append(group)
+            if group == "episodes":
+                counts = np.round(np.expm1(values))
+                edges = EPISODE_BUCKETS + [np.inf]
+                blocks += [(counts >= low) & (counts < high) for low, high in zip(edges[:-1], edges[1:])]
+                columns += [f"episodes={low}-{high - 1:g}" for low, high in zip(edges[:-1], edges[1:])]
+            blocks.append(missing)
+            columns.append(f"{group}_missing")
         else:
             vocabulary = spec["vocabularies"][group]
             index = {v: i for i, v in enumerate(vocabulary)}

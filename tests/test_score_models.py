@@ -87,6 +87,7 @@ def test_metadata_encoding_has_missing_indicators_and_train_only_vocabulary():
     assert list(column["type_other"]) == [1, 0]  # "Movie" is seen once in train: below MIN_COUNT
     assert list(column["episodes_missing"]) == [1, 0] and column["episodes"][0] == 0
     assert list(column["year_missing"]) == [1, 1] and list(column["title=movie"]) == [1, 0]
+    assert column["episodes=7-13"].tolist() == [0, 1] and column["episodes=1-1"].tolist() == [0, 0]
     assert "post_members" not in groups and "post_members" in fit_metadata_encoder(train, True)["groups"]
 
 
@@ -117,6 +118,32 @@ def test_franchise_feature_uses_only_earlier_train_scores():
     assert later.loc[2, "franchise_mean"] == pytest.approx(8.0)
     assert later.loc[4, "franchise_mean"] == pytest.approx(8.75)
     assert later.loc[5, "franchise_count"] == pytest.approx(np.log1p(2))
+
+
+def test_title_neighbours_use_only_earlier_train_titles():
+    """Train ids 1 (8.0), 3 (6.0) and 7 (5.0); rows are encoded from train titles with a smaller id only."""
+    train = pd.DataFrame({"anime_id": [1, 3, 7], "name": ["Foo", "Foo 2nd Season", "Bar"], "score": [8.0, 6.0, 5.0]})
+    rows = pd.DataFrame({"anime_id": [1, 2, 5, 9, 9], "name": ["Foo", "Foo Movie", "Foo 2nd Season", "Bar", None]})
+
+    def title_neighbours(train):
+        spec = fit_metadata_encoder(train)
+        X, columns, groups = encode_metadata(rows, spec)
+        start, end = groups["title_neighbours"]
+        mean, std = spec["title_neighbours"]["scaling"]
+        got = pd.DataFrame(X[:, start:end], columns=columns[start:end])
+        got["top_score"] = got["title_neighbours_top_score"] * std + mean
+        return got
+
+    got = title_neighbours(train)
+    assert got["title_neighbours_missing"].tolist() == [1, 0, 0, 0, 1]  # id 1 has no earlier train title
+    assert got.loc[1, "top_score"] == pytest.approx(8.0)  # "Foo 2nd Season" (id 3) came later: left out
+    assert got.loc[2, "title_neighbours_top_similarity"] == pytest.approx(1.0)  # the same title, earlier
+    assert got.loc[2, "top_score"] == pytest.approx(6.0)
+    assert got.loc[3, "top_score"] == pytest.approx(5.0) and got.loc[4].drop("top_score").iloc[:6].eq(0).all()
+    # a later train entry's score changes nothing of an earlier row
+    later = title_neighbours(pd.concat([train, pd.DataFrame({"anime_id": [4], "name": ["Foo Movie"],
+                                                             "score": [1.0]})]))
+    assert later.loc[1, "top_score"] == pytest.approx(8.0)
 
 
 def test_neighbours_never_count_the_row_itself(monkeypatch):
@@ -164,6 +191,7 @@ def test_train_evaluate_and_predict(score_data, monkeypatch):
         for suffix in ["_history.csv", "_curve.png"]:
             assert (reports / f"{stem}{suffix}").exists()
     assert (models / "anime_hybrid_model_neighbours.npz").exists()
+    assert (models / "anime_text_model_boosting.joblib").exists()  # blended into every text model score
 
     sidecar = json.loads((models / "anime_hybrid_model.json").read_text())
     assert sidecar["backbone"] == "small_cnn" and sidecar["image_size"] == [32, 32]
