@@ -4,9 +4,10 @@ It trains on every scored anime of data/raw/anime.csv in the train part of the s
 (data/splits/score_split.csv, grouped by anime_id, made once over all scored anime), so it sees far more rows
 than the poster models and is the model to use for an anime without a poster. Besides genres, episodes, title
 and synopsis it sees the MAL id (entry order), the scores of earlier train entries of the same franchise and
-those of the most similar earlier train titles (animeml.score_features); --without-franchise and --with-neighbours are the ablations. The model is the mean of
---members MLPs, each trained on its own (seed, shuffling, early stop), blended with gradient boosting on the same
-inputs (the weight chosen on validation; --without-boosting leaves it out). The MLPs alone start the hybrid model
+those of the most similar earlier train titles (animeml.score_features); --without-franchise and --with-neighbours
+are the ablations. The model is the mean of --members MLPs, each trained on its own (seed, shuffling, early stop),
+blended with gradient boosting on the same inputs (the weight chosen on validation; --without-boosting leaves it
+out). The MLPs alone start the hybrid model
 (step 05). Post-release fields (members, popularity, rank, favorites, scored by) stay out unless
 --with-post-release, and then every title says so.
 

@@ -20,7 +20,7 @@ from animeml.importance import first_layer_weight_norms, input_groups, permutati
 from animeml.merge import read_merged
 from animeml.metadata import read_anime_table
 from animeml.score_features import model_inputs, score_split
-from animeml.score_models import load_score_model, model_path, report_title
+from animeml.score_models import blended_scores, load_score_model, model_path, report_title
 
 BATCH_SIZE = 32
 
@@ -52,9 +52,12 @@ def main():
     if "image" in sidecar["inputs"]:
         inputs["image"] = np.stack([load_image(p, sidecar["image_size"]).numpy() for p in test["image_path"]])
     targets = test["score"].to_numpy(dtype=float)
-    importance = permutation_importance(
-        lambda x: model.predict(x, batch_size=BATCH_SIZE, verbose=0)[:, 0], inputs, targets,
-        input_groups(sidecar), repeats=args.repeats, seed=args.seed)
+
+    def predict(x):  # the text model's score blends in its gradient boosting: measure what users get
+        return blended_scores(model.predict(x, batch_size=BATCH_SIZE, verbose=0)[:, 0], x, sidecar)
+
+    importance = permutation_importance(predict, inputs, targets, input_groups(sidecar), repeats=args.repeats,
+                                        seed=args.seed)
     # Trivial baseline: the mean score of the train rows of this same table (poster rows score higher than
     # the average anime, so the model's own training mean would flatter the hybrid)
     baseline_mae = np.abs(table.loc[split == "train", "score"].mean() - targets).mean()
