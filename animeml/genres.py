@@ -12,7 +12,7 @@ import pandas as pd
 from keras import layers
 from sklearn.metrics import f1_score
 
-from animeml.backbones import build_backbone, set_trainable
+from animeml.backbones import BACKBONES, build_backbone, set_trainable
 from animeml.cli import PipelineError
 from animeml.images import image_dataset
 from animeml.metadata import split_list
@@ -21,7 +21,7 @@ from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labe
 from animeml.paths import genres_dir, models_dir
 from animeml.splits import SPLITS, load_or_make_split
 
-PRETRAINED = ("efficientnet_lite0", "resnet50", "efficientnetb0", "mobilenetv3small", "xception")
+PRETRAINED = tuple(name for name in BACKBONES if name != "small_cnn")  # ImageNet weights where available
 LOSSES = ("focal", "bce")
 
 
