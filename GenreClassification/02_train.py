@@ -28,7 +28,8 @@ def main():
     parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
                         help="'none' trains a keras.applications backbone from scratch (small_cnn always is)")
     parser.add_argument("--loss", choices=LOSSES, default="bce", help="plain binary or binary focal cross-entropy")
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="poster side in pixels (validation micro-F1 0.555 at 224, 0.522 at 160)")
     parser.add_argument("--frozen-epochs", type=int, default=40, help="head epochs on frozen features")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-layers", type=int, default=30, help="top backbone layers unfrozen")

@@ -24,8 +24,8 @@ from animeml.genres import (SCHEMES, load_model, markdown_results, plot_examples
                             read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
 from animeml.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
 
-SUMMARY_COLUMNS = ["model", "loss", "scheme", "val_micro_f1", "micro_f1", "micro_precision", "micro_recall",
-                   "macro_f1", "map", "top1_accuracy", "top3_accuracy"]
+SUMMARY_COLUMNS = ["model", "image_size", "loss", "scheme", "val_micro_f1", "micro_f1", "micro_precision",
+                   "micro_recall", "macro_f1", "map", "top1_accuracy", "top3_accuracy"]
 EXAMPLES = 12
 
 
@@ -51,8 +51,8 @@ def main():
         prob_test = predict_table(model, split["test"]["image_path"], sidecar["image_size"])
         for scheme in SCHEMES:
             rows.append(result_row(y_test, prob_test, scheme_thresholds(sidecar, scheme), genres,
-                                   model=sidecar["model"], loss=sidecar["loss"], scheme=scheme,
-                                   val_micro_f1=sidecar["val_micro_f1"]))
+                                   file=model_file.name, model=sidecar["model"], image_size=sidecar["image_size"],
+                                   loss=sidecar["loss"], scheme=scheme, val_micro_f1=sidecar["val_micro_f1"]))
         plot_pr_curves(y_test, prob_test, genres, out / f"pr_curves_{model_file.stem}.png",
                        title=f"{sidecar['model']} ({sidecar['loss']}): test precision-recall per genre")
         if best is None or sidecar["val_micro_f1"] > best[1]["val_micro_f1"]:
@@ -61,20 +61,19 @@ def main():
     prior_val, prior_test = label_prior(y_train, len(y_val)), label_prior(y_train, len(y_test))
     per_genre, shared = tuned_thresholds(y_val, prior_val)
     for scheme, thresholds in (("per-genre", per_genre), ("shared", shared)):
-        rows.append(result_row(y_test, prior_test, thresholds, genres, model="label prior", loss="-",
-                               scheme=scheme))
+        rows.append(result_row(y_test, prior_test, thresholds, genres, model="label prior", image_size="-",
+                               loss="-", scheme=scheme))
     constant, _ = best_constant_set(y_test)
     constant_prob = np.zeros_like(y_test)
     constant_prob[:, constant] = 1.0
     rows.append(result_row(y_test, constant_prob, 0.5, genres, model="best constant set (chosen on test)",
-                           loss="-", scheme="always " + ", ".join(genres[j] for j in constant)))
+                           image_size="-", loss="-", scheme="always " + ", ".join(genres[j] for j in constant)))
 
     results = pd.DataFrame(rows)
     write_csv(results, out / "results.csv")
     model_file, sidecar, prob_test = best
-    best_row = results[(results["model"] == sidecar["model"]) & (results["loss"] == sidecar["loss"]) &
-                       (results["scheme"] == "per-genre")]
-    per_genre_columns = ["model", "loss", "scheme"] + [f"f1_{g}" for g in genres]
+    best_row = results[(results["file"] == model_file.name) & (results["scheme"] == "per-genre")]
+    per_genre_columns = ["model", "image_size", "loss", "scheme"] + [f"f1_{g}" for g in genres]
     prior_rows = results[results["model"] == "label prior"]
     text = ["# Genre classification from posters: test split", "",
             f"{len(y_test)} test posters of {split['test']['anime_id'].nunique()} anime, {len(genres)} genres; "
