@@ -7,9 +7,8 @@ and synopsis it sees the MAL id (entry order), the scores of earlier train entri
 those of the most similar earlier train titles (animeml.score_features); --without-franchise and --with-neighbours
 are the ablations. The model is the mean of --members MLPs, each trained on its own (seed, shuffling, early stop),
 blended with gradient boosting on the same inputs (the weight chosen on validation; --without-boosting leaves it
-out). The MLPs alone start the hybrid model
-(step 05). Post-release fields (members, popularity, rank, favorites, scored by) stay out unless
---with-post-release, and then every title says so.
+out). The MLPs alone start the hybrid model (step 05). Post-release fields (members, popularity, rank, favorites,
+scored by) stay out unless --with-post-release, and then every title says so.
 
     python AnimeScorePredictionAllParameters/04_train_text_model.py
 Writes data/models/anime_text_model.h5 + .json + _boosting.joblib and
