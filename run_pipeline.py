@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from animeml import paths
+from animeml.core import paths
 
 SCORE = "AnimeScorePredictionAllParameters"
 POSTER = "AnimeScorePredictionOnlyPoster"

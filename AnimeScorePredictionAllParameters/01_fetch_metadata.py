@@ -6,9 +6,11 @@
 import argparse
 from pathlib import Path
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.metadata import fetch_jikan, read_kaggle_csv
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.jikan import fetch_jikan
+from animeml.core.table import read_kaggle_csv
 
 JIKAN_API = "https://api.jikan.moe/v4"
 

@@ -6,10 +6,11 @@
 import argparse
 from pathlib import Path
 
-from animeml import paths
-from animeml.cli import PipelineError, run
-from animeml.metadata import read_kaggle_csv
-from animeml.posters import MAX_BYTES, copy_posters, download_posters
+from animeml.core import paths
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.table import read_kaggle_csv
+from animeml.core.posters import MAX_BYTES, copy_posters, download_posters
 
 
 def main():

@@ -6,10 +6,11 @@ meant to predict before release can leave them out. Rows without a score are kep
 import argparse
 from pathlib import Path
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.merge import merge_posters
-from animeml.posters import INDEX_NAME
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.table import merge_posters
+from animeml.core.posters import INDEX_NAME
 
 
 def main():

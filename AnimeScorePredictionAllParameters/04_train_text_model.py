@@ -4,7 +4,7 @@ It trains on every scored anime of data/raw/anime.csv in the train part of the s
 (data/splits/score_split.csv, grouped by anime_id, made once over all scored anime), so it sees far more rows
 than the poster models and is the model to use for an anime without a poster. Besides genres, episodes, title
 and synopsis it sees the MAL id (entry order), the scores of earlier train entries of the same franchise and
-those of the most similar earlier train titles (animeml.score_features); --without-franchise and --with-neighbours
+those of the most similar earlier train titles (animeml.score.features); --without-franchise and --with-neighbours
 are the ablations. The model is the mean of --members MLPs, each trained on its own (seed, shuffling, early stop),
 blended with gradient boosting on the same inputs (the weight chosen on validation; --without-boosting leaves it
 out). The MLPs alone start the hybrid model (step 05). Post-release fields (members, popularity, rank, favorites,
@@ -21,11 +21,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import PipelineError, run, save_model
-from animeml.metadata import read_anime_table
-from animeml.score_features import fit_metadata_encoder, model_inputs, score_split
-from animeml.score_models import (array_dataset, average_models, boosting_path, build_text_model, fit_boosting,
+from animeml.core import paths
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.store import save_model
+from animeml.core.table import read_anime_table
+from animeml.score.features import fit_metadata_encoder, model_inputs, score_split
+from animeml.score.models import (array_dataset, average_models, boosting_path, build_text_model, fit_boosting,
                                   make_sidecar, model_path, report_title, reports_path, train_score_model,
                                   write_boosting, write_history, write_sidecar)
 

@@ -14,10 +14,10 @@ import argparse
 
 import keras
 
-from animeml.backbones import build_backbone
-from animeml.cli import run
-from animeml.score_features import model_inputs
-from animeml.score_models import (add_poster_training_args, build_hybrid_model, load_score_model, make_sidecar,
+from animeml.core.backbones import build_backbone
+from animeml.core.cli import run
+from animeml.score.features import model_inputs
+from animeml.score.models import (add_poster_training_args, build_hybrid_model, load_score_model, make_sidecar,
                                   poster_calibration, report_title, scored_poster_rows, train_poster_model)
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.metadata import read_anime_table
-from animeml.metrics import metrics_table, write_tables
-from animeml.score_features import fit_metadata_encoder, score_split
-from animeml.score_models import (MODEL_STEMS, fit_baselines, load_score_model, model_path, poster_calibration,
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.table import read_anime_table
+from animeml.core.metrics import metrics_table, write_tables
+from animeml.score.features import fit_metadata_encoder, score_split
+from animeml.score.models import (MODEL_STEMS, fit_baselines, load_score_model, model_path, poster_calibration,
                                   predict_scores, report_title, reports_path, scored_poster_rows)
 
 N_BOOT = 1000

@@ -10,11 +10,12 @@ data/reports/analysis/object_score_correlations.csv and .png.
 import argparse
 from pathlib import Path
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.detection import count_posters, load_detector, plot_correlations, score_correlations
-from animeml.faces import DEFAULT_CASCADE, load_cascade
-from animeml.merge import read_merged
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.score.detection import count_posters, load_detector, plot_correlations, score_correlations
+from animeml.core.faces import DEFAULT_CASCADE, load_cascade
+from animeml.core.table import read_merged
 
 
 def main():

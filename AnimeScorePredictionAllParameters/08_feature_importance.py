@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.images import load_image
-from animeml.importance import first_layer_weight_norms, input_groups, permutation_importance, plot_importance
-from animeml.merge import read_merged
-from animeml.metadata import read_anime_table
-from animeml.score_features import model_inputs, score_split
-from animeml.score_models import blended_scores, load_score_model, model_path, report_title
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.images import load_image
+from animeml.score.importance import first_layer_weight_norms, input_groups, permutation_importance, plot_importance
+from animeml.core.table import read_merged
+from animeml.core.table import read_anime_table
+from animeml.score.features import model_inputs, score_split
+from animeml.score.models import blended_scores, load_score_model, model_path, report_title
 
 BATCH_SIZE = 32
 

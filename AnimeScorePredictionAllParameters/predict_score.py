@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml.cli import PipelineError, run, write_csv
-from animeml.metadata import clean_table, read_kaggle_csv
-from animeml.score_models import load_score_model, model_path, nothing_known, poster_problem, predict_scores
+from animeml.core.io import PipelineError, write_csv
+
+from animeml.core.cli import run
+from animeml.core.table import clean_table, read_kaggle_csv
+from animeml.score.models import load_score_model, model_path, nothing_known, poster_problem, predict_scores
 
 KINDS = ["hybrid", "vision", "text"]
 

@@ -13,9 +13,9 @@ import argparse
 
 import keras
 
-from animeml.backbones import build_backbone
-from animeml.cli import run
-from animeml.score_models import (add_poster_training_args, build_vision_model, make_sidecar, report_title,
+from animeml.core.backbones import build_backbone
+from animeml.core.cli import run
+from animeml.score.models import (add_poster_training_args, build_vision_model, make_sidecar, report_title,
                                   scored_poster_rows, train_poster_model)
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv
-from animeml.faces import DEFAULT_CASCADE, load_cascade
-from animeml.gradcam import explain_posters, pick_examples
-from animeml.score_models import load_score_model, model_path, predict_scores, scored_poster_rows
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.faces import DEFAULT_CASCADE, load_cascade
+from animeml.score.gradcam import explain_posters, pick_examples
+from animeml.score.models import load_score_model, model_path, predict_scores, scored_poster_rows
 
 
 def main():

@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from animeml.cli import run, write_csv
-from animeml.faces import (BOX_COLUMNS, add_detector_arguments, crop_faces, draw_boxes, list_images, load_rgb,
+from animeml.core.cli import run
+
+from animeml.core.io import write_csv
+from animeml.core.faces import (BOX_COLUMNS, add_detector_arguments, crop_faces, draw_boxes, list_images, load_rgb,
                            make_detector, save_png)
-from animeml.paths import SHARED, characters_dir
+from animeml.core.paths import SHARED, characters_dir
 
 DEFAULT_IMAGES = SHARED / "data" / "characters" / "illustrations"
 

@@ -10,12 +10,14 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from animeml.characters import (SCRATCH_BACKBONES, balanced_class_weights, build_classifier, class_report,
+from animeml.characters.classifier import (SCRATCH_BACKBONES, balanced_class_weights, build_classifier, class_report,
                                 model_path, plot_confusion, predict_images, read_face_folders,
                                 train_classifier)
-from animeml.cli import run, save_model, write_csv
-from animeml.paths import SHARED, characters_dir
-from animeml.splits import load_or_make_split
+from animeml.core.cli import run
+from animeml.core.store import save_model
+from animeml.core.io import write_csv
+from animeml.core.paths import SHARED, characters_dir
+from animeml.core.splits import load_or_make_split
 
 DEFAULT_FACES = SHARED / "data" / "characters" / "faces"
 DEFAULT_BACKBONES = ["efficientnet_lite0", "small_cnn"]

@@ -11,13 +11,15 @@ import os
 import numpy as np
 import pandas as pd
 
-from animeml.characters import SCRATCH_BACKBONES, build_classifier, model_path, predict_images, train_classifier
-from animeml.cli import PipelineError, run, save_model, write_csv
-from animeml.multilabel import (evaluate, label_prior, most_frequent_labels, multi_hot, plot_pr_curves,
+from animeml.characters.classifier import SCRATCH_BACKBONES, build_classifier, model_path, predict_images, train_classifier
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.store import save_model
+from animeml.core.multilabel import (evaluate, label_prior, most_frequent_labels, multi_hot, plot_pr_curves,
                                 tune_global_threshold, tune_thresholds)
-from animeml.paths import SHARED, tags_dir
-from animeml.splits import load_or_make_split
-from animeml.tagging import read_danbooru_json, read_tags_csv
+from animeml.core.paths import SHARED, tags_dir
+from animeml.core.splits import load_or_make_split
+from animeml.characters.tags import read_danbooru_json, read_tags_csv
 
 DEFAULT_TAGS_CSV = SHARED / "data" / "tags" / "tags.csv"
 SUMMARY = ["micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "map"]

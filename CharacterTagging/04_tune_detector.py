@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from animeml.characters import character_hits, load_model, model_path, name_faces, read_image_labels
-from animeml.cli import PipelineError, run, write_csv
-from animeml.faces import MIN_NEIGHBORS, SCALE_FACTOR, detect_faces, load_cascade, load_rgb
-from animeml.metrics import bootstrap_indices
-from animeml.paths import SHARED, characters_dir
-from animeml.splits import load_or_make_split
+from animeml.characters.classifier import character_hits, load_model, model_path, name_faces, read_image_labels
+from animeml.core.io import PipelineError, write_csv
+from animeml.core.cli import run
+from animeml.core.faces import MIN_NEIGHBORS, SCALE_FACTOR, detect_faces, load_cascade, load_rgb
+from animeml.core.metrics import bootstrap_indices
+from animeml.core.paths import SHARED, characters_dir
+from animeml.core.splits import load_or_make_split
 
 DEFAULT_IMAGES = SHARED / "data" / "characters" / "illustrations"
 DEFAULT_LABELS = SHARED / "data" / "characters" / "labels.csv"

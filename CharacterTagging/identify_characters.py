@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from animeml.characters import character_hit_rates, load_model, model_path, name_faces, read_image_labels
-from animeml.cli import run, write_csv
-from animeml.faces import (BOX_COLUMNS, add_detector_arguments, draw_boxes, list_images, load_rgb, make_detector,
+from animeml.characters.classifier import character_hit_rates, load_model, model_path, name_faces, read_image_labels
+from animeml.core.cli import run
+from animeml.core.io import write_csv
+from animeml.core.faces import (BOX_COLUMNS, add_detector_arguments, draw_boxes, list_images, load_rgb, make_detector,
                            save_png)
 
 COLUMNS = ["file", "face", *BOX_COLUMNS, "character", "confidence", "best_character"]

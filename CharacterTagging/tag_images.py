@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml.characters import load_model, model_path, predict_images
-from animeml.cli import atomic_path, run, write_csv
-from animeml.faces import list_images
+from animeml.characters.classifier import load_model, model_path, predict_images
+from animeml.core.io import atomic_path, write_csv
+from animeml.core.cli import run
+from animeml.core.faces import list_images
 
 
 def main():

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import PipelineError, run, write_csv, write_json
+from animeml.core import paths
+from animeml.core.io import PipelineError, write_csv, write_json
+from animeml.core.cli import run
 from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
-from animeml.merge import read_merged
+from animeml.core.table import read_merged
 
 
 def main():

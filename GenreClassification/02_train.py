@@ -15,11 +15,13 @@ import argparse
 import time
 from pathlib import Path
 
-from animeml.backbones import BACKBONES
-from animeml.cli import PipelineError, run, save_model
+from animeml.core.backbones import BACKBONES
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.store import save_model
 from animeml.genres import (LOSSES, is_pretrained, model_path, predict_table, read_labels, targets,
                             train, tuned_thresholds)
-from animeml.multilabel import evaluate
+from animeml.core.multilabel import evaluate
 
 
 def main():

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from animeml import paths
-from animeml.cli import PipelineError, atomic_path, run, write_csv
+from animeml.core import paths
+from animeml.core.io import PipelineError, atomic_path, write_csv
+from animeml.core.cli import run
 from animeml.genres import (SCHEMES, load_model, markdown_results, plot_examples, predict_table,
                             read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
-from animeml.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
+from animeml.core.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
 
 SUMMARY_COLUMNS = ["model", "image_size", "loss", "scheme", "val_micro_f1", "micro_f1", "micro_precision",
                    "micro_recall", "macro_f1", "map", "top1_accuracy", "top3_accuracy"]

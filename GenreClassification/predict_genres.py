@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml.cli import PipelineError, run, write_csv
+from animeml.core.io import PipelineError, write_csv
+
+from animeml.core.cli import run
 from animeml.genres import load_model, model_path, predict_table, scheme_thresholds
-from animeml.multilabel import predict
+from animeml.core.multilabel import predict
 
 DEFAULT_MODEL = model_path("efficientnet_lite0", "bce")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import run, write_csv
-from animeml.embeddings import DIMS, embed_texts
-from animeml.metadata import read_anime_table
-from animeml.recommend import franchise_key, save_index
+from animeml.core import paths
+from animeml.core.cli import run
+from animeml.core.io import write_csv
+from animeml.core.embeddings import DIMS, embed_texts
+from animeml.core.table import read_anime_table
+from animeml.core.table import franchise_key
+from animeml.recommendation import save_index
 
 
 def main():

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import run, write_csv
-from animeml.metadata import read_anime_table
-from animeml.recommend import ALPHA, Recommender, evaluate, franchise_queries
+from animeml.core import paths
+from animeml.core.cli import run
+from animeml.core.io import write_csv
+from animeml.core.table import read_anime_table
+from animeml.recommendation import ALPHA, Recommender, evaluate, franchise_queries
 
 METHODS = ["hybrid", "metadata only", "synopsis only", "popularity", "random"]
 

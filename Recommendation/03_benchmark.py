@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from animeml import paths
-from animeml.cli import run, write_json
-from animeml.metadata import read_anime_table
-from animeml.recommend import Recommender, hybrid_loop, python_items
+from animeml.core import paths
+from animeml.core.cli import run
+from animeml.core.io import write_json
+from animeml.core.table import read_anime_table
+from animeml.recommendation import Recommender, hybrid_loop, python_items
 
 
 def timed(function, *args):

@@ -9,10 +9,10 @@ Titles are matched like recommend.py --title. The list lives in data/recommendat
 import argparse
 from pathlib import Path
 
-from animeml import paths
-from animeml.cli import run
-from animeml.metadata import read_anime_table
-from animeml.recommend import Favorites, Recommender
+from animeml.core import paths
+from animeml.core.cli import run
+from animeml.core.table import read_anime_table
+from animeml.recommendation import Favorites, Recommender
 
 
 def main():

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml import paths
-from animeml.cli import PipelineError, run
-from animeml.metadata import read_anime_table
-from animeml.recommend import Recommender
+from animeml.core import paths
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.table import read_anime_table
+from animeml.recommendation import Recommender
 
 
 def main():

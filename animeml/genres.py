@@ -12,14 +12,14 @@ import pandas as pd
 from keras import layers
 from sklearn.metrics import f1_score
 
-from animeml.backbones import BACKBONES, build_backbone, set_trainable
-from animeml.cli import PipelineError
-from animeml.images import image_dataset
-from animeml.metadata import split_list
-from animeml.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
+from animeml.core.backbones import BACKBONES, build_backbone, set_trainable
+from animeml.core.io import PipelineError
+from animeml.core.images import image_dataset
+from animeml.core.table import split_list
+from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
-from animeml.paths import genres_dir, models_dir
-from animeml.splits import SPLITS, load_or_make_split
+from animeml.core.paths import genres_dir, models_dir
+from animeml.core.splits import SPLITS, load_or_make_split
 
 PRETRAINED = tuple(name for name in BACKBONES if name != "small_cnn")  # ImageNet weights where available
 LOSSES = ("focal", "bce")

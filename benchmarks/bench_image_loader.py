@@ -1,4 +1,4 @@
-"""Benchmark: images per second of animeml.images.image_dataset (tf.data, parallel decode) against the
+"""Benchmark: images per second of animeml.core.images.image_dataset (tf.data, parallel decode) against the
 per-file OpenCV loop of the original coursework scripts (cv2.imread, cvtColor, resize, np.stack per batch).
 
 Both read the same posters at the same image size and batch size (bilinear resize), after one untimed pass
@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from animeml import paths
-from animeml.cli import PipelineError, run
-from animeml.images import image_dataset
+from animeml.core import paths
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.images import image_dataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -1,7 +1,7 @@
 """Benchmark: training images per second of the vision score model, per backbone, in each phase that
-animeml.score_models.train_score_model runs: the backbone frozen, then its top layers fine-tuned.
+animeml.score.models.train_score_model runs: the backbone frozen, then its top layers fine-tuned.
 
-Posters come through animeml.images.image_dataset (augmented, decoded images cached, so the first untimed step
+Posters come through animeml.core.images.image_dataset (augmented, decoded images cached, so the first untimed step
 also fills the cache); backbones start from random weights, which cost the same as ImageNet ones and need no
 download. bench_image_loader.py --train measures the whole backbone trainable instead.
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from animeml import paths
-from animeml.backbones import BACKBONES, build_backbone, set_trainable
-from animeml.cli import PipelineError, run
-from animeml.images import image_dataset
-from animeml.score_models import build_vision_model
+from animeml.core import paths
+from animeml.core.backbones import BACKBONES, build_backbone, set_trainable
+from animeml.core.io import PipelineError
+from animeml.core.cli import run
+from animeml.core.images import image_dataset
+from animeml.score.models import build_vision_model
 
 FINETUNE_LAYERS = 20  # the default of the training scripts
 

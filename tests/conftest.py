@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from animeml.paths import SHARED
+from animeml.core.paths import SHARED
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-import animeml.backbones as backbones
-from animeml.backbones import BACKBONES, build_backbone, last_conv_layer_name, set_trainable
-from animeml.cli import PipelineError
-from animeml.images import image_dataset
-from animeml.paths import SHARED
+import animeml.core.backbones as backbones
+from animeml.core.backbones import BACKBONES, build_backbone, last_conv_layer_name, set_trainable
+from animeml.core.io import PipelineError
+from animeml.core.images import image_dataset
+from animeml.core.paths import SHARED
 
 FEATURE_SIZES = {"efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280, "resnet50": 2048, "efficientnetb0": 1280, "mobilenetv3small": 576,
                  "xception": 2048, "small_cnn": 256}

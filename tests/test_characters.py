@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from animeml.characters import character_hit_rates, read_face_folders, read_image_labels
-from animeml.cli import PipelineError
-from animeml.faces import detect_faces, load_cascade, load_rgb
+from animeml.characters.classifier import character_hit_rates, read_face_folders, read_image_labels
+from animeml.core.io import PipelineError
+from animeml.core.faces import detect_faces, load_cascade, load_rgb
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
 CHARACTERS = ("ahagon_umiko", "suzukaze_aoba", "yagami_kou")
@@ -86,7 +86,7 @@ def test_flip_tta_averages_an_image_and_its_mirror():
     import keras
     import numpy as np
 
-    from animeml.characters import predict_images
+    from animeml.characters.classifier import predict_images
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
@@ -101,8 +101,8 @@ def test_flip_tta_averages_an_image_and_its_mirror():
 def test_detector_is_tuned_on_one_part_and_measured_on_the_other(shared, tmp_path, monkeypatch, capsys):
     import keras
 
-    from animeml.characters import build_classifier
-    from animeml.cli import save_model
+    from animeml.characters.classifier import build_classifier
+    from animeml.core.store import save_model
 
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     keras.utils.set_random_seed(0)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from animeml.cli import PipelineError
-from animeml.detection import FACE_COLUMN, count_posters, load_detector, score_correlations
-from animeml.paths import ROOT, SHARED
+from animeml.core.io import PipelineError
+from animeml.score.detection import FACE_COLUMN, count_posters, load_detector, score_correlations
+from animeml.core.paths import ROOT, SHARED
 
 SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "07_detect_objects.py"
 WEIGHTS = SHARED / "models" / "yolov8n_int8.tflite"

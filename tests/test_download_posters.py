@@ -7,9 +7,9 @@ import time
 
 import pandas as pd
 
-from animeml.http import make_session
-from animeml.paths import ROOT
-from animeml.posters import download_posters, is_valid_image
+from animeml.core.http import make_session
+from animeml.core.paths import ROOT
+from animeml.core.posters import download_posters, is_valid_image
 from conftest import jpeg_bytes
 
 SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "02_download_posters.py"

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from animeml import embeddings
-from animeml.cli import PipelineError
+from animeml.core import embeddings
+from animeml.core.io import PipelineError
 
 TEXTS = ["A boy pilots a giant robot to defend the city.", None, "   ", float("nan"),
          "A girl pilots a huge mecha to protect her town.", "Two friends open a ramen shop in Tokyo."]

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml.cli import PipelineError
-from animeml.faces import crop_faces, detect_faces, draw_boxes, load_cascade, load_rgb
+from animeml.core.io import PipelineError
+from animeml.core.faces import crop_faces, detect_faces, draw_boxes, load_cascade, load_rgb
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CharacterTagging" / "01_detect_faces.py"
 ILLUSTRATION = "illustrations/ahagon_umiko_0.jpg"

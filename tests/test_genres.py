@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml.metadata import POST_RELEASE_COLUMNS
+from animeml.core.table import POST_RELEASE_COLUMNS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "GenreClassification"
 COLOURS = {"Red": (220, 30, 30), "Blue": (30, 30, 220), "Green": (30, 200, 30)}
@@ -64,7 +64,7 @@ def test_labels_split_by_anime_with_counts(posters, monkeypatch, tmp_path):
 
 def test_catalog_covers_never_enter_validation_or_test(posters, tmp_path):
     from animeml.genres import catalog_rows, label_posters
-    from animeml.merge import read_merged
+    from animeml.core.table import read_merged
 
     merged_csv, image_dir = posters
     merged = read_merged(merged_csv)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml.paths import ROOT, SHARED
+from animeml.core.paths import ROOT, SHARED
 
 SCRIPT = ROOT / "AnimeScorePredictionOnlyPoster" / "02_gradcam.py"
 IMAGE_SIZE = (64, 48)
@@ -33,10 +33,10 @@ def vision_model(posters, tmp_path_factory):
     """A tiny vision model (small_cnn backbone) trained for a few steps, saved with its sidecar."""
     import keras
 
-    from animeml.backbones import build_backbone
-    from animeml.cli import save_model
-    from animeml.images import image_dataset
-    from animeml.score_models import build_vision_model, make_sidecar, write_sidecar
+    from animeml.core.backbones import build_backbone
+    from animeml.core.store import save_model
+    from animeml.core.images import image_dataset
+    from animeml.score.models import build_vision_model, make_sidecar, write_sidecar
 
     keras.utils.set_random_seed(0)
     model = build_vision_model(build_backbone("small_cnn", IMAGE_SIZE), score_mean=7.0)
@@ -54,9 +54,9 @@ def vision_model(posters, tmp_path_factory):
 
 
 def test_flat_view_predicts_like_the_model_and_maps_follow_the_poster(vision_model, posters):
-    from animeml.gradcam import METHODS, TARGET, class_activation_maps, flat_view, resize_map
-    from animeml.images import load_image
-    from animeml.score_models import load_score_model
+    from animeml.score.gradcam import METHODS, TARGET, class_activation_maps, flat_view, resize_map
+    from animeml.core.images import load_image
+    from animeml.score.models import load_score_model
 
     model, _ = load_score_model("vision", vision_model)
     flat = flat_view(model)
@@ -73,7 +73,7 @@ def test_flat_view_predicts_like_the_model_and_maps_follow_the_poster(vision_mod
 
 
 def test_heat_statistics_locate_the_heat():
-    from animeml.gradcam import heat_statistics
+    from animeml.score.gradcam import heat_statistics
 
     heatmap = np.zeros((100, 80), np.float32)
     heatmap[40:60, 30:50] = 1.0  # all heat in the centre, inside the face box below
@@ -89,7 +89,7 @@ def test_heat_statistics_locate_the_heat():
 
 
 def test_pick_examples_takes_best_worst_and_typical():
-    from animeml.gradcam import pick_examples
+    from animeml.score.gradcam import pick_examples
 
     table = pd.DataFrame({"score": np.zeros(9), "predicted": np.arange(9.0)})
     picked = pick_examples(table, per_group=2)
@@ -99,7 +99,7 @@ def test_pick_examples_takes_best_worst_and_typical():
 
 
 def test_gradcam_step_writes_overlays_grid_and_csv(vision_model, posters, tmp_path, monkeypatch):
-    from animeml.merge import read_merged
+    from animeml.core.table import read_merged
 
     data = tmp_path / "data"
     (data / "splits").mkdir(parents=True)

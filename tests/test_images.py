@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from animeml.images import image_dataset, load_image
+from animeml.core.images import image_dataset, load_image
 
 SIZE = (24, 16)
 

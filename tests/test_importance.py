@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from animeml.paths import ROOT, SHARED
+from animeml.core.paths import ROOT, SHARED
 
 SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "08_feature_importance.py"
 SIDECAR = {"inputs": ["image", "metadata", "synopsis"], "input_groups": {"genres": [0, 3], "episodes": [3, 5]}}
@@ -13,14 +13,14 @@ SIDECAR = {"inputs": ["image", "metadata", "synopsis"], "input_groups": {"genres
 
 @pytest.fixture(scope="module")
 def hybrid():
-    """The hybrid layout of animeml.score_models on tiny inputs: a frozen text model (nested) plus a poster
+    """The hybrid layout of animeml.score.models on tiny inputs: a frozen text model (nested) plus a poster
     correction on Concatenate([backbone features, metadata, synopsis]). The text model is trained on a score
     made from the genres columns; then every first-layer weight reading `episodes` is set to zero."""
     import keras
     from keras import layers
 
-    from animeml.backbones import build_backbone
-    from animeml.importance import dense_layers
+    from animeml.core.backbones import build_backbone
+    from animeml.score.importance import dense_layers
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def hybrid():
 
 
 def test_ignored_group_has_zero_importance_and_used_group_a_clear_one(hybrid):
-    from animeml.importance import input_groups, permutation_importance
+    from animeml.score.importance import input_groups, permutation_importance
 
     model, inputs, targets = hybrid
     table = permutation_importance(lambda x: model.predict(x, verbose=0)[:, 0], inputs, targets,
@@ -69,7 +69,7 @@ def test_ignored_group_has_zero_importance_and_used_group_a_clear_one(hybrid):
 
 
 def test_first_layer_norms_follow_concatenations_into_nested_models(hybrid):
-    from animeml.importance import first_layer_weight_norms, input_groups
+    from animeml.score.importance import first_layer_weight_norms, input_groups
 
     model, _, _ = hybrid
     norms = first_layer_weight_norms(model, input_groups(SIDECAR))
@@ -85,7 +85,7 @@ def test_first_layer_norms_follow_concatenations_into_nested_models(hybrid):
 
 
 def test_permuting_a_column_range_moves_only_those_columns():
-    from animeml.importance import permuted
+    from animeml.score.importance import permuted
 
     inputs = {"metadata": np.arange(12.0).reshape(4, 3), "image": np.arange(4.0)}
     out = permuted(inputs, "metadata", (1, 3), np.array([3, 2, 1, 0]))
@@ -97,11 +97,11 @@ def test_permuting_a_column_range_moves_only_those_columns():
 def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
     import keras
 
-    from animeml.backbones import build_backbone
-    from animeml.images import load_image
-    from animeml.cli import save_model
-    from animeml.score_features import fit_metadata_encoder, model_inputs
-    from animeml.score_models import make_sidecar, score_head, write_sidecar
+    from animeml.core.backbones import build_backbone
+    from animeml.core.images import load_image
+    from animeml.core.store import save_model
+    from animeml.score.features import fit_metadata_encoder, model_inputs
+    from animeml.score.models import make_sidecar, score_head, write_sidecar
 
     index = SHARED / "data" / "posters" / "posters.csv"
     if not index.exists():

@@ -5,9 +5,9 @@ import sys
 
 import pandas as pd
 
-from animeml.merge import merge_posters, read_merged
-from animeml.metadata import POST_RELEASE_COLUMNS, read_kaggle_csv
-from animeml.paths import ROOT
+from animeml.core.table import merge_posters, read_merged
+from animeml.core.table import POST_RELEASE_COLUMNS, read_kaggle_csv
+from animeml.core.paths import ROOT
 
 
 def sample(shared, tmp_path, n=25):

@@ -7,10 +7,11 @@ import time
 import pandas as pd
 import pytest
 
-from animeml.cli import PipelineError
-from animeml.http import make_session
-from animeml.metadata import KAGGLE_COLUMNS, fetch_jikan, read_kaggle_csv
-from animeml.paths import ROOT
+from animeml.core.io import PipelineError
+from animeml.core.http import make_session
+from animeml.core.table import KAGGLE_COLUMNS, read_kaggle_csv
+from animeml.core.jikan import fetch_jikan
+from animeml.core.paths import ROOT
 
 SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "01_fetch_metadata.py"
 PAGES, PER_PAGE = 3, 4

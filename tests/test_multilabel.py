@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from animeml.multilabel import (best_constant_set, evaluate, label_prior, most_frequent_labels, multi_hot,
+from animeml.core.multilabel import (best_constant_set, evaluate, label_prior, most_frequent_labels, multi_hot,
                                 plot_pr_curves, top_k_accuracy, tune_global_threshold, tune_thresholds)
 
 LABELS = ["a", "b", "c", "d"]

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from animeml import paths
-from animeml.metadata import read_anime_table
-from animeml.recommend import (Favorites, Recommender, TitleNotFound, evaluate, franchise_key, franchise_queries,
-                               hybrid_loop, python_items)
+from animeml.core import paths
+from animeml.core.table import read_anime_table
+from animeml.recommendation import (Favorites, Recommender, TitleNotFound, evaluate, franchise_queries, hybrid_loop, python_items)
+from animeml.core.table import franchise_key
 
 SPACE = "Bounty hunters Spike and Jet chase criminals across the solar system aboard their spaceship."
 ROWS = [  # anime_id, Name, Genres, Episodes, Score, Type, Studios, Duration, Premiered, Synopsis, Members

@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics
 
-from animeml.metrics import METRIC_NAMES, metrics_table, regression_metrics, write_tables
+from animeml.core.metrics import METRIC_NAMES, metrics_table, regression_metrics, write_tables
 
 
 def test_regression_metrics_match_sklearn_and_scipy():

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml import paths, score_features
-from animeml.cli import write_csv
-from animeml.merge import merge_posters
-from animeml.cli import PipelineError
-from animeml.metadata import KAGGLE_COLUMNS, read_anime_table, read_kaggle_csv
-from animeml.score_features import encode_metadata, fit_metadata_encoder, score_split
+from animeml.core import paths
+from animeml.score import features as score_features
+from animeml.core.io import write_csv
+from animeml.core.table import merge_posters
+from animeml.core.io import PipelineError
+from animeml.core.table import KAGGLE_COLUMNS, read_anime_table, read_kaggle_csv
+from animeml.score.features import encode_metadata, fit_metadata_encoder, score_split
 
 N_ANIME, N_POSTERS = 80, 48
 SMALL = ["--backbone", "small_cnn", "--image-size", "32", "32", "--batch-size", "8"]

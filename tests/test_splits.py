@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from animeml.splits import assign_groups, load_or_make_split
+from animeml.core.splits import assign_groups, load_or_make_split
 
 
 def test_groups_never_cross_splits_and_split_is_reused(tmp_path):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml.cli import PipelineError
-from animeml.tagging import read_danbooru_json, read_tags_csv
+from animeml.core.io import PipelineError
+from animeml.characters.tags import read_danbooru_json, read_tags_csv
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
 HAIR = {"red_hair": (220, 30, 30), "blue_hair": (30, 30, 220), "green_hair": (30, 200, 30)}

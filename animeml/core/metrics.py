@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics
 
-from animeml.cli import atomic_path, write_csv
+from animeml.core.io import atomic_path, write_csv
 
 METRIC_NAMES = ["MAE", "RMSE", "R2", "Pearson", "Spearman", "Kendall", "MSE_minmax"]
 

@@ -13,10 +13,10 @@ from PIL import Image
 from scipy.stats import false_discovery_control, spearmanr
 from tqdm import tqdm
 
-from animeml.cli import PipelineError, atomic_path, write_csv
-from animeml.faces import detect_faces
-from animeml.merge import relative_to_root
-from animeml.paths import ROOT
+from animeml.core.io import PipelineError, atomic_path, write_csv
+from animeml.core.faces import detect_faces
+from animeml.core.table import relative_to_root
+from animeml.core.paths import ROOT
 
 FACE_COLUMN = "anime_face"
 KEY_COLUMNS = ["image_path", "anime_id"]

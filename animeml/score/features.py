@@ -9,7 +9,7 @@ studios, source and year, and a silent zero would read as a real value. The titl
 release (sequel, movie, OVA, recap, season number, ...) and its length, title_words its frequent words (multi-hot,
 the vocabulary learned on train like the genres'); episodes adds count buckets (one-shot, one cour, ...).
 
-The franchise group carries what earlier entries of the same franchise (animeml.recommend.franchise_key of the
+The franchise group carries what earlier entries of the same franchise (animeml.core.table.franchise_key of the
 title) scored: the mean, the latest and the count of the scores of TRAIN anime with that key and a smaller
 anime_id (MAL ids grow with the time an entry was added, so a smaller id stands for an earlier entry). The train
 entries are stored in the encoder (spec["franchise"]), so a new anime is encoded from them at predict time. A
@@ -36,11 +36,11 @@ import pandas as pd
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from animeml import paths
-from animeml.embeddings import embed_texts
-from animeml.metadata import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table, split_list
-from animeml.recommend import franchise_key
-from animeml.splits import load_or_make_split
+from animeml.core import paths
+from animeml.core.embeddings import embed_texts
+from animeml.core.table import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table, split_list
+from animeml.core.table import franchise_key
+from animeml.core.splits import load_or_make_split
 
 SPLIT_SEED = 42
 LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot

@@ -5,7 +5,7 @@
     text:   metadata + synopsis -> score         data/models/anime_text_model.h5
 
 Each .h5 has a sidecar JSON of the same stem (backbone, image size, inputs, metadata encoder, ...) so that
-animeml.score_features.model_inputs can rebuild its inputs for new rows. The text model's score blends in a
+animeml.score.features.model_inputs can rebuild its inputs for new rows. The text model's score blends in a
 gradient boosting model kept beside it (anime_text_model_boosting.joblib, its weight in the sidecar): load_score_model
 and predict_scores take care of it. The hybrid model is the trained text
 model (frozen, nested as "text_model"), recalibrated to the poster rows by a trainable line fit on the training
@@ -32,12 +32,13 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from animeml import paths
-from animeml.backbones import BACKBONES, set_trainable
-from animeml.cli import PipelineError, atomic_path, save_model, write_csv, write_json
-from animeml.images import image_dataset
-from animeml.merge import read_merged
-from animeml.score_features import encode_metadata, metadata_layout, model_inputs, score_split
+from animeml.core import paths
+from animeml.core.backbones import BACKBONES, set_trainable
+from animeml.core.io import PipelineError, atomic_path, write_csv, write_json
+from animeml.core.store import save_model
+from animeml.core.images import image_dataset
+from animeml.core.table import read_merged
+from animeml.score.features import encode_metadata, metadata_layout, model_inputs, score_split
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
@@ -56,7 +57,7 @@ def reports_path():
 
 
 def make_sidecar(kind, score_mean, encoder=None, backbone=None, image_size=None, embedding_model="minilm"):
-    """What a saved model needs beside its weights to score new rows (see animeml.score_features)."""
+    """What a saved model needs beside its weights to score new rows (see animeml.score.features)."""
     columns, groups = metadata_layout(encoder) if encoder else ([], {})
     return {
         "kind": kind, "inputs": MODEL_INPUTS[kind], "backbone": backbone,

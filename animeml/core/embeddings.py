@@ -15,8 +15,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from animeml import paths
-from animeml.cli import PipelineError, atomic_path
+from animeml.core import paths
+from animeml.core.io import PipelineError, atomic_path
 
 DIMS = {"minilm": 384, "use": 512}
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from animeml.cli import PipelineError, atomic_path
+from animeml.core.io import PipelineError, atomic_path
 
 POSTER = "poster"
 COLUMN_WISE = (keras.layers.Dropout, keras.layers.BatchNormalization, keras.layers.Normalization,

@@ -8,7 +8,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from sklearn.model_selection import train_test_split
 
-from animeml.cli import PipelineError, write_csv
+from animeml.core.io import PipelineError, write_csv
 
 SPLITS = ("train", "val", "test")
 

@@ -1,7 +1,7 @@
 """Image backbones: raw RGB images (B, H, W, 3) in 0..255 -> pooled features (B, D).
 
 Every backbone rescales its input with built-in Keras layers inside the model, so a model saved with
-`model.save("m.h5")` loads with plain `keras.models.load_model` and takes images from animeml.images as they are.
+`model.save("m.h5")` loads with plain `keras.models.load_model` and takes images from animeml.core.images as they are.
 The last 4-D activation of every backbone is `last_conv_layer_name(backbone)` (for Grad-CAM).
 """
 import importlib
@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from animeml.cli import PipelineError, atomic_path
+from animeml.core.io import PipelineError, atomic_path
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "efficientnetb0",
              "mobilenetv3small", "xception", "small_cnn")

@@ -1,6 +1,6 @@
 """Image input pipeline shared by every image model: tf.data decoding, resizing, caching and augmentation.
 
-Images stay in the 0..255 range: each backbone (animeml.backbones) rescales them inside the model, so a
+Images stay in the 0..255 range: each backbone (animeml.core.backbones) rescales them inside the model, so a
 saved model needs no preprocessing code beside it.
 """
 import numpy as np

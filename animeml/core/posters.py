@@ -9,8 +9,8 @@ import requests
 from PIL import Image
 from tqdm import tqdm
 
-from animeml.cli import PipelineError, atomic_path, write_csv
-from animeml.http import make_session
+from animeml.core.io import PipelineError, atomic_path, write_csv
+from animeml.core.http import make_session
 
 INDEX_NAME = "posters.csv"
 INDEX_COLUMNS = ["file", "anime_id", "source"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from animeml.cli import PipelineError
+from animeml.core.io import PipelineError
 
 
 def split_tags(text, separator=","):

@@ -1,7 +1,6 @@
-"""What every step script shares: one-line errors and atomic writes."""
+"""Atomic writes, and the error that reaches a user as one line."""
 import json
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,14 +9,6 @@ from pathlib import Path
 class PipelineError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
 
-
-def run(main):
-    """Call `main()`; a PipelineError becomes `error: ...` on stderr and exit status 2."""
-    try:
-        main()
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 @contextmanager
@@ -46,16 +37,3 @@ def write_json(data, path):
     """Write indented JSON so that a crash never leaves a half-written file under `path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
-
-
-def save_model(model, path, sidecar=None):
-    """Save a Keras model as `path` (.h5), and `sidecar` as the JSON of the same name, never half-written."""
-    with atomic_path(path) as tmp:
-        h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
-        try:
-            model.save(h5)
-            h5.replace(tmp)
-        finally:
-            h5.unlink(missing_ok=True)
-    if sidecar is not None:
-        write_json(sidecar, Path(path).with_suffix(".json"))

@@ -36,8 +36,8 @@ from rapidfuzz import fuzz, process, utils
 from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
-from animeml.cli import PipelineError, atomic_path
-from animeml.metadata import split_list
+from animeml.core.io import PipelineError, atomic_path
+from animeml.core.table import split_list
 
 ALPHA = 0.5  # weight of the metadata part of the hybrid score; 1 - ALPHA goes to the synopsis cosine
 SET_WEIGHTS = {"genres": 3.0, "studios": 1.0, "producers": 0.5, "type": 0.5, "source": 0.5}
@@ -47,23 +47,7 @@ MIN_SHARED_WEIGHT = 4.0  # = genres + score: the evidence needed for a similarit
 MATCH_THRESHOLD = 88  # rapidfuzz ratio (0-100) above which a non-exact title is taken as a typo of a real one
 NAME_COLUMNS = ["name", "english_name", "other_name"]
 
-FRANCHISE_NOISE = re.compile(
-    r"\b(\d+|\d+(st|nd|rd|th)|i{1,3}|iv|vi{0,3}|ix|x|season|seasons|part|cour|movie|movies|the movie|film|ova|"
-    r"ona|oad|tv|special|specials|recap|recaps|picture drama|omake|gekijouban|final|second|third|"
-    r"new|series|edition)\b")
 
-
-def franchise_key(name):
-    """A normalised title stem shared by the seasons, movies and OVAs of one series."""
-    text = unicodedata.normalize("NFKC", str(name)).casefold()
-    full = re.sub(r"[^\w]+", " ", text).strip()
-    for part in (re.split(r":| - ", text)[0], text):
-        stem = re.sub(r"\([^)]*\)", " ", part)
-        stem = re.sub(r"[^\w]+", " ", stem).replace("_", " ")
-        stem = re.sub(r"\s+", " ", FRANCHISE_NOISE.sub(" ", stem)).strip()
-        if len(stem) >= 4:
-            return stem
-    return stem or full
 
 
 class TitleNotFound(PipelineError):

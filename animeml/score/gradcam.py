@@ -16,8 +16,8 @@ import pandas as pd
 from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
 
-from animeml.backbones import last_conv_layer_name
-from animeml.cli import PipelineError, atomic_path
+from animeml.core.backbones import last_conv_layer_name
+from animeml.core.io import PipelineError, atomic_path
 
 TARGET = "gradcam_target"
 METHODS = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
@@ -90,7 +90,7 @@ def overlay(rgb, heatmap, faces=()):
     """The poster with the map blended on top (jet colours) and detected faces boxed, RGB uint8."""
     from matplotlib import colormaps
 
-    from animeml.faces import draw_boxes
+    from animeml.core.faces import draw_boxes
 
     colours = colormaps["jet"](heatmap)[..., :3] * 255
     blended = (1 - OVERLAY_ALPHA) * rgb.astype(np.float32) + OVERLAY_ALPHA * colours
@@ -126,8 +126,8 @@ def explain_posters(model, posters, image_size, out_dir, cascade=None):
     with one row per poster and method (predicted score and `heat_statistics`)."""
     from PIL import Image
 
-    from animeml.faces import detect_faces, load_cascade
-    from animeml.images import load_image
+    from animeml.core.faces import detect_faces, load_cascade
+    from animeml.core.images import load_image
 
     cascade = load_cascade() if cascade is None else cascade
     inputs = np.stack([load_image(str(path), image_size).numpy() for path in posters["image_path"]])

@@ -15,11 +15,11 @@ import pandas as pd
 import tensorflow as tf
 from keras import layers
 
-from animeml.backbones import build_backbone, set_trainable
-from animeml.cli import PipelineError, atomic_path
-from animeml.images import image_dataset
-from animeml.faces import list_images
-from animeml.paths import models_dir
+from animeml.core.backbones import build_backbone, set_trainable
+from animeml.core.io import PipelineError, atomic_path
+from animeml.core.images import image_dataset
+from animeml.core.faces import list_images
+from animeml.core.paths import models_dir
 
 SCRATCH_BACKBONES = ("small_cnn",)
 
@@ -103,7 +103,7 @@ def train_classifier(model, train, val, image_size, multi_label, from_scratch=Fa
 
 
 def image_batch(images, image_size):
-    """Paths or RGB uint8 arrays -> one float32 batch (n, H, W, 3) in 0..255, resized like animeml.images."""
+    """Paths or RGB uint8 arrays -> one float32 batch (n, H, W, 3) in 0..255, resized like animeml.core.images."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     batch = []
     for image in images:
@@ -128,7 +128,7 @@ def predict_images(model, images, image_size, batch_size=64, flip=False):
 
 def name_faces(model, names, image, boxes, image_size, margin=0.1, flip=False):
     """The best character name and its softmax confidence for each face box of an RGB image."""
-    from animeml.faces import crop_faces
+    from animeml.core.faces import crop_faces
 
     probabilities = predict_images(model, crop_faces(image, boxes, margin), image_size, flip=flip)
     return [names[i] for i in probabilities.argmax(axis=1)], probabilities.max(axis=1, initial=0.0)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from animeml.cli import PipelineError, atomic_path
-from animeml.paths import SHARED
+from animeml.core.io import PipelineError, atomic_path
+from animeml.core.paths import SHARED
 
 DEFAULT_CASCADE = SHARED / "models" / "lbpcascade_animeface.xml"
 # nagadomi's recommended settings; minNeighbors 5 keeps false positives on hair and clothes rare.

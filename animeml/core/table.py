@@ -1,14 +1,13 @@
-"""The anime table: the Kaggle "Anime Dataset 2023" layout, read from a file or fetched from Jikan v4, and cleaned."""
-import json
+"""The anime table: the Kaggle "Anime Dataset 2023" layout read and cleaned, posters joined to it, franchise keys."""
 import re
-import time
+import unicodedata
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from animeml.cli import PipelineError, write_json
-from animeml.http import make_session
+from animeml.core.io import PipelineError
+from animeml.core.paths import ROOT
+from animeml.core.posters import INDEX_NAME
 
 KAGGLE_COLUMNS = [
     "anime_id", "Name", "English name", "Other name", "Score", "Genres", "Synopsis", "Type", "Episodes",
@@ -55,74 +54,6 @@ def read_kaggle_csv(path, required=REQUIRED_COLUMNS):
         if col not in df.columns:
             df[col] = np.nan
     return df[KAGGLE_COLUMNS]
-
-
-# --- Jikan v4 -------------------------------------------------------------------------------------------
-
-def _names(items):
-    return ", ".join(i["name"] for i in items or []) or None
-
-
-def jikan_to_kaggle(item):
-    """One Jikan v4 anime object as one row of the Kaggle 2023 layout."""
-    season, year = item.get("season"), item.get("year")
-    genres = (item.get("genres") or []) + (item.get("explicit_genres") or [])
-    image = ((item.get("images") or {}).get("jpg") or {})
-    return {
-        "anime_id": item["mal_id"],
-        "Name": item.get("title"),
-        "English name": item.get("title_english"),
-        "Other name": item.get("title_japanese"),
-        "Score": item.get("score"),
-        "Genres": _names(genres),
-        "Synopsis": item.get("synopsis"),
-        "Type": item.get("type"),
-        "Episodes": item.get("episodes"),
-        "Aired": (item.get("aired") or {}).get("string"),
-        "Premiered": f"{season} {year}" if season and year else None,
-        "Status": item.get("status"),
-        "Producers": _names(item.get("producers")),
-        "Licensors": _names(item.get("licensors")),
-        "Studios": _names(item.get("studios")),
-        "Source": item.get("source"),
-        "Duration": item.get("duration"),
-        "Rating": item.get("rating"),
-        "Rank": item.get("rank"),
-        "Popularity": item.get("popularity"),
-        "Favorites": item.get("favorites"),
-        "Scored By": item.get("scored_by"),
-        "Members": item.get("members"),
-        "Image URL": image.get("large_image_url") or image.get("image_url"),
-    }
-
-
-def fetch_jikan(api_base, cache_dir, limit=None, requests_per_second=3.0, session=None):
-    """Fetch `/anime` page by page, each page cached as JSON so an interrupted run resumes where it stopped."""
-    session = session or make_session()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    rows, page, last_request = [], 1, 0.0
-    bar = tqdm(total=limit, desc="jikan", unit="anime")
-    while True:
-        cached = cache_dir / f"page_{page:05d}.json"
-        if cached.exists():
-            body = json.loads(cached.read_text())
-        else:
-            time.sleep(max(0.0, last_request + 1.0 / requests_per_second - time.monotonic()))
-            last_request = time.monotonic()
-            response = session.get(f"{api_base.rstrip('/')}/anime", params={"page": page}, timeout=30)
-            if response.status_code != 200:
-                raise PipelineError(f"Jikan answered {response.status_code} for page {page}")
-            body = response.json()
-            write_json(body, cached)
-        new = [jikan_to_kaggle(item) for item in body.get("data", [])]
-        rows.extend(new)
-        bar.update(len(new))
-        if (limit and len(rows) >= limit) or not body.get("pagination", {}).get("has_next_page"):
-            break
-        page += 1
-    bar.close()
-    df = pd.DataFrame(rows[:limit] if limit else rows, columns=KAGGLE_COLUMNS)
-    return df.drop_duplicates("anime_id")
 
 
 # --- the cleaned table -----------------------------------------------------------------------------------
@@ -181,3 +112,61 @@ def split_list(text):
 def read_anime_table(path):
     """`data/raw/anime.csv` (or any Kaggle 2023 file) as the cleaned, typed table."""
     return clean_table(read_kaggle_csv(path))
+
+
+# --- posters joined with the table (step 03) -----------------------------------------------------------
+
+LEADING_COLUMNS = ["anime_id", "image_path", "image_source", "name", "score", "genres", "type", "episodes",
+                   "year", "synopsis"]
+
+
+def relative_to_root(path):
+    """Paths under the project are stored relative to it, so the CSV survives a moved checkout."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def merge_posters(raw_csv, posters_dir):
+    """Every poster in `posters_dir/posters.csv` with the metadata of its anime (empty where the table has none:
+    such a row is kept and flagged `has_metadata = False`, since nothing downstream should silently lose it)."""
+    anime = read_anime_table(raw_csv)
+    index = pd.read_csv(posters_dir / INDEX_NAME)
+    posters = pd.DataFrame({
+        "anime_id": index["anime_id"].astype("int64"),
+        "image_path": [relative_to_root(posters_dir / f) for f in index["file"]],
+        "image_source": index["source"],
+    })
+    merged = posters.merge(anime, on="anime_id", how="left", indicator=True)
+    merged["has_metadata"] = merged.pop("_merge") == "both"
+    rest = [c for c in merged.columns if c not in LEADING_COLUMNS and c not in POST_RELEASE_COLUMNS]
+    return merged[LEADING_COLUMNS + rest + POST_RELEASE_COLUMNS]
+
+
+def read_merged(path):
+    """Read `ani_data_merged.csv` back with absolute image paths and typed columns."""
+    df = pd.read_csv(path, dtype={"synopsis": str, "genres": str})
+    df["image_path"] = [str(ROOT / p) for p in df["image_path"]]
+    for col in ["episodes"] + POST_RELEASE_COLUMNS:
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+# --- franchises ------------------------------------------------------------------------------------------
+
+FRANCHISE_NOISE = re.compile(
+    r"\b(\d+|\d+(st|nd|rd|th)|i{1,3}|iv|vi{0,3}|ix|x|season|seasons|part|cour|movie|movies|the movie|film|ova|"
+    r"ona|oad|tv|special|specials|recap|recaps|picture drama|omake|gekijouban|final|second|third|"
+    r"new|series|edition)\b")
+
+
+def franchise_key(name):
+    """A normalised title stem shared by the seasons, movies and OVAs of one series."""
+    text = unicodedata.normalize("NFKC", str(name)).casefold()
+    full = re.sub(r"[^\w]+", " ", text).strip()
+    for part in (re.split(r":| - ", text)[0], text):
+        stem = re.sub(r"\([^)]*\)", " ", part)
+        stem = re.sub(r"[^\w]+", " ", stem).replace("_", " ")
+        stem = re.sub(r"\s+", " ", FRANCHISE_NOISE.sub(" ", stem)).strip()
+        if len(stem) >= 4:
+            return stem
+    return stem or full

@@ -1,0 +1,1 @@
+"""Characters and tags: face classifiers and the colour tagger."""

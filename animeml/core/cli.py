@@ -1,0 +1,145 @@
+"""What every step script shares: its argument parser, `--config FILE`, and one-line errors instead of tracebacks.
+
+A step script declares its settings once at the top (a dict, as nanoGPT does), builds its parser from them, and
+parses before it imports anything heavy, so `--help` answers at once:
+
+    SETTINGS = dict(backbone="efficientnet_lite0", epochs=8, seed=42)
+
+    def main(argv=None):
+        parser = cli.parser(__doc__)
+        parser.add_argument("--epochs", type=cli.positive_int, default=SETTINGS["epochs"], help="...")
+        args = cli.parse(parser, argv)          # --config FILE (YAML or JSON) may set any flag
+        import tensorflow ...                   # heavy imports only now
+
+    if __name__ == "__main__":
+        cli.run(main)
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from animeml.core.io import PipelineError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def parser(doc, **kwargs):
+    """An ArgumentParser showing the script's docstring, with the flags every script takes."""
+    result = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    result.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML or JSON file of settings (flag names with _ or -); flags given on the command "
+                             "line win")
+    result.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    return result
+
+
+def read_config(path):
+    """A settings file as a dict: YAML (.yaml/.yml) or JSON."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PipelineError(f"cannot read config {path}: {err.strerror if isinstance(err, OSError) else err}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:
+        raise PipelineError(f"config {path} does not parse: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PipelineError(f"config {path} must be a mapping of flag names to values")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def parse(parser, argv=None):
+    """Parse `argv`; values of `--config FILE` become defaults, so flags on the command line still win. An unknown
+    key in the file is an error naming it. Silences TensorFlow's start-up lines unless `--verbose`."""
+    first, _ = parser.parse_known_args(argv)
+    if getattr(first, "config", None):
+        config = read_config(first.config)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(config) - known - {"config"})
+        if unknown:
+            raise PipelineError(f"config {first.config}: unknown setting(s) {', '.join(unknown)}")
+        parser.set_defaults(**{key: value for key, value in config.items() if key != "config"})
+    args = parser.parse_args(argv)
+    if not getattr(args, "verbose", False):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args
+
+
+def settings_of(args):
+    """The resolved settings of a run, JSON-ready (paths as strings), for its run record."""
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+    return {key: plain(value) for key, value in sorted(vars(args).items()) if key not in ("config", "verbose")}
+
+
+def deprecated(old, new):
+    """An argparse action for an old flag spelling: warns once on stderr, then stores into `new`'s destination."""
+    class Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"warning: {old} is deprecated and will be removed in the next minor version; use {new}",
+                  file=sys.stderr)
+            setattr(namespace, self.dest, values)
+    return Deprecated
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _bounded(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _bounded(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text):
+    """argparse type: a number > 0."""
+    return _bounded(text, float, lambda v: v > 0 and v != float("inf"), "a number > 0")
+
+
+def probability(text):
+    """argparse type: a number in [0, 1]."""
+    return _bounded(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+
+def non_empty(text):
+    """argparse type: a string with something other than spaces in it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _bounded(text, kind, ok, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def run(main, argv=None):
+    """Call `main(argv)`; a PipelineError becomes `error: ...` on stderr and exit status 2, Ctrl-C a line and 130."""
+    try:
+        main(argv) if argv is not None else main()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted: outputs written so far are complete; rerun to continue", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
