@@ -12,8 +12,13 @@
 
 The score, genres and recommendation tasks start with the data steps (the "data" task is just those). Each step
 is also a script of its own (see README.md); this file only chains them.
+
+A step runs when an output is missing, when one of its inputs (a file, or a folder's list of files and sizes) or
+its arguments changed since the runner last made its outputs (recorded in data/runs/pipeline_state.json), or with
+--force; otherwise it is skipped. Each step says why it runs or skips.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from animeml import __version__
 from animeml.core import paths
+from animeml.core.io import write_json
+from animeml.core.runs import fingerprint
 
 SCORE = "AnimeScorePredictionAllParameters"
 POSTER = "AnimeScorePredictionOnlyPoster"
@@ -40,6 +48,10 @@ def model(stem):
     return paths.models_dir() / f"{stem}.h5"
 
 
+def metadata_inputs(args):
+    return [args.metadata_csv] if args.metadata_csv else []
+
+
 def metadata_args(args):
     if args.metadata_csv:
         return ["--csv", args.metadata_csv]
@@ -52,10 +64,10 @@ def poster_args(args):
 
 DATA_STEPS = [
     Step("score/01_fetch_metadata", f"{SCORE}/01_fetch_metadata.py", lambda: [paths.raw_csv()],
-         args=metadata_args),
+         inputs=metadata_inputs, args=metadata_args),
     Step("score/02_download_posters", f"{SCORE}/02_download_posters.py",
          lambda: [paths.posters_dir() / "posters.csv"],
-         inputs=lambda a: [] if a.posters_dir else [paths.raw_csv()], args=poster_args),
+         inputs=lambda a: [a.posters_dir] if a.posters_dir else [paths.raw_csv()], args=poster_args),
     Step("score/03_merge_data", f"{SCORE}/03_merge_data.py", lambda: [paths.merged_csv()],
          inputs=lambda a: [paths.raw_csv(), paths.posters_dir() / "posters.csv"]),
 ]
@@ -134,7 +146,45 @@ def find_step(steps, key):
 
 
 def producer_of(path, steps):
-    return next((s.name for s in steps if path in s.outputs()), "an earlier step")
+    return next((s.name for s in steps if path in s.outputs()), None)
+
+
+def state_path():
+    return paths.data_dir() / "runs" / "pipeline_state.json"
+
+
+def read_state():
+    """What the runner recorded when it last made each step's outputs; an unreadable file counts as no record."""
+    try:
+        state = json.loads(state_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def step_record(step, args):
+    """The inputs' fingerprints and the arguments a run of `step` depends on."""
+    return {"inputs": {str(p): fingerprint(p) for p in step.inputs(args)},
+            "args": [str(a) for a in step.args(args)]}
+
+
+def why_run(step, args, state):
+    """The reason `step` must run, or None when its outputs are up to date."""
+    if args.force:
+        return "forced"
+    missing = [p for p in step.outputs() if not p.exists()]
+    if missing:
+        return f"{missing[0]} is missing"
+    last = state.get(step.name)
+    if last is None:
+        return None
+    now = step_record(step, args)
+    changed = [name for name, digest in now["inputs"].items() if last.get("inputs", {}).get(name) != digest]
+    if changed:
+        return f"input changed: {changed[0]}"
+    if now["args"] != last.get("args"):
+        return f"arguments changed: {' '.join(last.get('args', []))!r} -> {' '.join(now['args'])!r}"
+    return None
 
 
 def main():
@@ -155,6 +205,7 @@ def main():
     parser.add_argument("--only", metavar="STEP", help="run just this step (e.g. 03, merge_data, poster/02)")
     parser.add_argument("--from", dest="start", metavar="STEP", help="run this step and all after it, forced")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
+    parser.add_argument("--version", action="version", version=f"animeml {__version__}")
     args = parser.parse_args()
     if args.data_dir:
         os.environ["ANIMEML_DATA_DIR"] = str(args.data_dir.resolve())
@@ -171,21 +222,28 @@ def main():
     else:
         selected = steps
 
+    state = read_state()
     for step in selected:
-        outputs = step.outputs()
-        if not args.force and all(p.exists() for p in outputs):
-            print(f"skip {step.name}: {', '.join(str(p) for p in outputs)} exists (--force to rerun)")
+        reason = why_run(step, args, state)
+        if reason is None:
+            made = "by this runner, inputs and arguments unchanged" if step.name in state else \
+                "(no record of how: made outside the runner)"
+            print(f"skip {step.name}: outputs exist {made}; --force reruns")
             continue
         for needed in step.inputs(args):
-            if not needed.exists():
+            if not Path(needed).exists():
                 maker = producer_of(needed, steps_of("all"))
+                if maker is None:
+                    sys.exit(f"error: {step.name} needs {needed}, which does not exist")
                 sys.exit(f"error: {step.name} needs {needed}, which step {maker} makes: run it first "
                          f"(python run_pipeline.py --task {args.task} --only {maker})")
-        print(f"run {step.name}: {step.script}", flush=True)
+        print(f"run {step.name} ({reason}): {step.script}", flush=True)
+        record = step_record(step, args)
         command = [sys.executable, str(paths.ROOT / step.script)] + [str(a) for a in step.args(args)]
         if subprocess.run(command).returncode != 0:
             sys.exit(f"error: {step.name} failed; later steps not run")
-
+        state[step.name] = record
+        write_json(state, state_path())
 
 if __name__ == "__main__":
     main()

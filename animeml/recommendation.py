@@ -37,7 +37,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
 from animeml.core.io import PipelineError, atomic_path
-from animeml.core.table import split_list
+from animeml.core.table import franchise_key, split_list
 
 ALPHA = 0.5  # weight of the metadata part of the hybrid score; 1 - ALPHA goes to the synopsis cosine
 SET_WEIGHTS = {"genres": 3.0, "studios": 1.0, "producers": 0.5, "type": 0.5, "source": 0.5}
