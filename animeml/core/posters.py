@@ -1,6 +1,10 @@
-"""Poster acquisition: download `Image URL`s safely, or take posters from a local folder; both write an index CSV."""
+"""Image acquisition: download (file name, URL) jobs safely, or take posters from a local folder; the poster steps
+write an index CSV of what is on disk and a failures CSV with one reason per row that could not be had.
+
+Every file name from data is resolved and confined to its output folder, every image is checked for its pixel
+count (from the header, before decoding) and for decoding completely, and every write is atomic."""
 import io
-import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -9,71 +13,86 @@ import requests
 from PIL import Image
 from tqdm import tqdm
 
-from animeml.core.io import PipelineError, atomic_path, write_csv
-from animeml.core.http import make_session
+from animeml.core.http import Stopped, check_url, failure_reason, make_session
+from animeml.core.io import atomic_path, write_csv
+from animeml.core.table import INDEX_COLUMNS, INDEX_NAME, read_poster_index
 
-INDEX_NAME = "posters.csv"
-INDEX_COLUMNS = ["file", "anime_id", "source"]
 MAX_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+FAILURE_COLUMNS = ["file", "url", "reason"]
 
 
-class PosterRejected(Exception):
-    """A response that must not be kept; the message is the reason written to the failures CSV."""
+class Rejected(Exception):
+    """An image (or a file name) that must not be kept; the message is the reason written to the failures CSV."""
 
 
-def decodes(data):
-    """True if `data` is a complete image: a truncated JPEG fails `load()`."""
+def confined(folder, name):
+    """`folder/name` resolved, if it is an image file name that stays inside `folder` (no '..', no absolute path,
+    no symlink leading out); Rejected otherwise."""
+    root = Path(folder).resolve()
+    try:
+        target = (root / str(name)).resolve()
+    except (ValueError, OSError):
+        raise Rejected(f"unusable file name {str(name)[:200]!r}") from None
+    if not target.is_relative_to(root) or target == root:
+        raise Rejected(f"file name {str(name)[:200]!r} leads outside {folder}")
+    if target.suffix.lower() not in IMAGE_SUFFIXES:
+        raise Rejected(f"file name {str(name)[:200]!r} is not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return target
+
+
+def checked_image(data, max_pixels=MAX_PIXELS):
+    """The bytes of a complete image of at most `max_pixels` (JPEG kept as it came, any other format re-encoded as
+    JPEG), or Rejected with the reason. The pixel count is read from the header before anything is decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise Rejected(f"too many pixels ({width}x{height} > {max_pixels})")
             image.load()
-        return True
+            if image.format == "JPEG":
+                return bytes(data)
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=95)
+            return buffer.getvalue()
+    except Rejected:
+        raise
+    except Image.DecompressionBombError:
+        raise Rejected(f"too many pixels (over {max_pixels})") from None
     except Exception:
-        return False
+        raise Rejected("does not decode as an image (truncated or corrupt)") from None
 
 
-def is_valid_image(path):
+def is_valid_image(path, max_pixels=MAX_PIXELS):
+    """True if `path` holds a complete image of at most `max_pixels`."""
     try:
-        return decodes(Path(path).read_bytes())
-    except OSError:
+        checked_image(Path(path).read_bytes(), max_pixels)
+        return True
+    except (OSError, Rejected):
         return False
-
-
-def as_jpeg(data):
-    """Keep JPEG bytes as they came; re-encode any other image format as JPEG."""
-    with Image.open(io.BytesIO(data)) as image:
-        if image.format == "JPEG":
-            return data
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=95)
-        return buffer.getvalue()
 
 
 def fetch_image(session, url, timeout, max_bytes):
-    """Return the bytes of a decodable image at `url`, or raise PosterRejected with the reason."""
+    """The body of an image response at `url`, at most `max_bytes`, or Rejected with the reason."""
     try:
         with session.get(url, timeout=timeout, stream=True) as response:
             if response.status_code != 200:
-                raise PosterRejected(f"http {response.status_code}")
+                raise Rejected(f"http {response.status_code}")
             kind = response.headers.get("Content-Type", "")
             if not kind.startswith("image/"):
-                raise PosterRejected(f"not an image ({kind or 'no content type'})")
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > max_bytes:
-                raise PosterRejected(f"too large ({declared} bytes)")
+                raise Rejected(f"not an image ({kind or 'no content type'})")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise Rejected(f"too large ({declared} bytes)")
             data = bytearray()
             for chunk in response.iter_content(64 * 1024):
                 data += chunk
                 if len(data) > max_bytes:
-                    raise PosterRejected(f"too large (over {max_bytes} bytes)")
-    except requests.exceptions.RetryError as err:
-        raise PosterRejected(f"gave up after retries ({err.args[0].reason})") from None
-    except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as err:
-        raise PosterRejected(f"timeout or connection error ({type(err).__name__})") from None
-    except requests.exceptions.ChunkedEncodingError:
-        raise PosterRejected("connection broken mid-body") from None
-    if not decodes(bytes(data)):
-        raise PosterRejected("does not decode as an image (truncated or corrupt)")
-    return as_jpeg(bytes(data))
+                    raise Rejected(f"too large (over {max_bytes} bytes)")
+            return bytes(data)
+    except requests.exceptions.RequestException as err:
+        raise Rejected(failure_reason(err)) from None
 
 
 def remove_partial_files(out_dir):
@@ -82,74 +101,121 @@ def remove_partial_files(out_dir):
         leftover.unlink()
 
 
-def download_posters(table, out_dir, failures_csv, workers=8, timeout=10.0, max_bytes=MAX_BYTES,
-                     session=None):
-    """Download `Image URL` of each row to `out_dir/<anime_id>.jpg`. Returns (downloaded, skipped, failed)."""
+def download_images(jobs, out_dir, failures_csv, workers=8, timeout=10.0, max_bytes=MAX_BYTES,
+                    max_pixels=MAX_PIXELS, session=None):
+    """Download each `(file_name, url)` of `jobs` to `out_dir/file_name`; a file already there that decodes is
+    skipped, one that does not is fetched again. A row that fails (bad name or URL, http error, redirect loop,
+    not an image, too large, too many pixels) is one row of `failures_csv` (file, url, reason) and the run goes on.
+    Ctrl-C cancels pending downloads, lets no running one write, writes `failures_csv` and raises
+    KeyboardInterrupt. Returns (downloaded, skipped, failed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(out_dir)
     session = session or make_session(pool_size=workers)
-    rows = table.dropna(subset=["Image URL"]).drop_duplicates("anime_id")
-    todo, skipped = [], 0
-    for anime_id, url in zip(rows["anime_id"], rows["Image URL"]):
-        target = out_dir / f"{int(anime_id)}.jpg"
-        if target.exists() and is_valid_image(target):
+    stop = getattr(session, "stop", None) or threading.Event()
+    write_gate = threading.Lock()  # once `stop` is set under it, no download writes a file any more
+    failures, todo, skipped, seen = [], [], 0, set()
+    for name, url in jobs:
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            target = confined(out_dir, name)
+            check_url(url)
+        except (Rejected, requests.exceptions.RequestException) as reason:
+            failures.append({"file": name, "url": url, "reason": str(reason)})
+            continue
+        if target.exists() and is_valid_image(target, max_pixels):
             skipped += 1
         else:
-            todo.append((int(anime_id), url, target))
+            todo.append((name, url, target))
 
     def download(job):
-        anime_id, url, target = job
-        data = fetch_image(session, url, timeout, max_bytes)
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
+        _, url, target = job
+        data = checked_image(fetch_image(session, url, timeout, max_bytes), max_pixels)
+        with write_gate:
+            if stop.is_set():
+                raise Stopped("interrupted")
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
 
-    failures = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    downloaded = 0
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = {pool.submit(download, job): job for job in todo}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="posters", unit="img"):
-            anime_id, url, _ = futures[future]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="download", unit="img"):
+            name, url, _ = futures[future]
             try:
                 future.result()
-            except PosterRejected as reason:
-                failures.append({"anime_id": anime_id, "url": url, "reason": str(reason)})
-    write_csv(pd.DataFrame(failures, columns=["anime_id", "url", "reason"]), failures_csv)
-    files = sorted(out_dir.glob("*.jpg"))
+                downloaded += 1
+            except Rejected as reason:
+                failures.append({"file": name, "url": url, "reason": str(reason)})
+            except Exception as err:  # whatever one row does, the run goes on and says why
+                failures.append({"file": name, "url": url, "reason": f"{type(err).__name__}: {err}"[:300]})
+    except BaseException:
+        with write_gate:
+            stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        write_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_csv)
+    return downloaded, skipped, len(failures)
+
+
+def write_index(out_dir, anime_ids):
+    """`out_dir/posters.csv`: every `<anime_id>.jpg` on disk whose anime is in `anime_ids`."""
+    wanted = set(int(i) for i in anime_ids)
+    files = sorted(f for f in out_dir.glob("*.jpg") if f.stem.isdigit() and int(f.stem) in wanted)
     index = pd.DataFrame({"file": [f.name for f in files], "anime_id": [int(f.stem) for f in files],
                           "source": "download"})
-    write_csv(index[index["anime_id"].isin(rows["anime_id"])], out_dir / INDEX_NAME)
-    return len(todo) - len(failures), skipped, len(failures)
+    write_csv(index, out_dir / INDEX_NAME)
 
 
-def copy_posters(from_dir, out_dir):
+def download_posters(table, out_dir, failures_csv, workers=8, timeout=10.0, max_bytes=MAX_BYTES,
+                     max_pixels=MAX_PIXELS, session=None):
+    """Download `Image URL` of each row to `out_dir/<anime_id>.jpg` and index what is on disk in `posters.csv`,
+    also when interrupted. Returns (downloaded, skipped, failed)."""
+    out_dir = Path(out_dir)
+    rows = table.dropna(subset=["Image URL"]).drop_duplicates("anime_id")
+    jobs = [(f"{int(anime_id)}.jpg", url) for anime_id, url in zip(rows["anime_id"], rows["Image URL"])]
+    try:
+        return download_images(jobs, out_dir, failures_csv, workers, timeout, max_bytes, max_pixels, session)
+    finally:
+        write_index(out_dir, rows["anime_id"])
+
+
+def copy_posters(from_dir, out_dir, failures_csv, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS):
     """Take posters from a local folder with its own `posters.csv` (file, anime_id, source): copy those that
-    decode, so that a later step finds every poster, downloaded or local, in the same place and index.
-    Returns (copied, skipped, failed)."""
+    decode, so that a later step finds every poster, downloaded or local, in the same place and index. A file name
+    that leads outside either folder, or a file that is missing, too large or not an image, is one row of
+    `failures_csv` (file, anime_id, reason). Returns (copied, skipped, failed)."""
     from_dir, out_dir = Path(from_dir), Path(out_dir)
-    listing = from_dir / INDEX_NAME
-    if not listing.exists():
-        raise PipelineError(f"{listing} not found: --from-dir needs a folder with {INDEX_NAME}")
-    index = pd.read_csv(listing)
-    missing = [c for c in ("file", "anime_id") if c not in index.columns]
-    if missing:
-        raise PipelineError(f"{listing}: required column(s) missing: {', '.join(missing)}")
-    if "source" not in index.columns:
-        index["source"] = "local"
+    index = read_poster_index(from_dir / INDEX_NAME)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(out_dir)
     images = from_dir / "images" if (from_dir / "images").is_dir() else from_dir
     copied = skipped = 0
-    kept = []
-    for row in tqdm(index.itertuples(), total=len(index), desc="posters", unit="img"):
-        source, target = images / row.file, out_dir / row.file
-        if target.exists() and is_valid_image(target):
-            skipped += 1
-        elif source.exists() and is_valid_image(source):
-            with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
-            copied += 1
-        else:
-            continue
-        kept.append(row.Index)
-    write_csv(index.loc[kept, INDEX_COLUMNS], out_dir / INDEX_NAME)
-    return copied, skipped, len(index) - len(kept)
+    kept, failures = [], []
+    try:
+        for row in tqdm(index.itertuples(), total=len(index), desc="posters", unit="img"):
+            try:
+                source, target = confined(images, row.file), confined(out_dir, row.file)
+                if target.exists() and is_valid_image(target, max_pixels):
+                    skipped += 1
+                else:
+                    if not source.is_file():
+                        raise Rejected(f"not found in {images}")
+                    if source.stat().st_size > max_bytes:
+                        raise Rejected(f"too large ({source.stat().st_size} bytes)")
+                    data = source.read_bytes()
+                    checked_image(data, max_pixels)
+                    with atomic_path(target) as tmp:
+                        tmp.write_bytes(data)
+                    copied += 1
+                kept.append(row.Index)
+            except (Rejected, OSError) as reason:
+                failures.append({"file": row.file, "anime_id": row.anime_id, "reason": str(reason)})
+    finally:
+        write_csv(index.loc[kept, INDEX_COLUMNS], out_dir / INDEX_NAME)
+        write_csv(pd.DataFrame(failures, columns=["file", "anime_id", "reason"]), failures_csv)
+    return copied, skipped, len(failures)
