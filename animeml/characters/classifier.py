@@ -1,35 +1,30 @@
 """Image classifiers of CharacterTagging/: one character per face crop (softmax) and many tags per illustration
-(sigmoid), trained the same way and saved as `.h5` with a sidecar JSON (labels, image size, thresholds) that
-makes the saved model usable on its own.
+(sigmoid), trained the same way by animeml.core.trainer and saved in the model store as `.h5` with a sidecar JSON
+(labels, image size, thresholds, run record) that makes the saved model usable on its own.
 
-Training a pretrained backbone: the head first learns on cached features of the frozen backbone (fast), then
-the top of the backbone is fine-tuned with augmentation, keeping the epoch with the best validation loss.
+A pretrained backbone: the head first learns on cached features of the frozen backbone (animeml.core.feature_cache),
+then the top of the backbone is fine-tuned with augmentation, keeping the epoch with the best validation loss.
 A from-scratch backbone (small_cnn) trains end to end with augmentation.
 """
-import json
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from keras import layers
 
-from animeml.core.backbones import build_backbone, set_trainable
-from animeml.core.io import PipelineError, atomic_path
-from animeml.core.images import image_dataset
+from animeml.core import store, trainer
+from animeml.core.backbones import build_backbone
 from animeml.core.faces import list_images
-from animeml.core.paths import models_dir
+from animeml.core.feature_cache import backbone_features
+from animeml.core.images import image_batch, image_dataset
+from animeml.core.io import PipelineError, atomic_path
 
 SCRATCH_BACKBONES = ("small_cnn",)
 
 
 def model_path(task, backbone):
-    return models_dir() / f"{task}_{backbone}.h5"
-
-
-def sidecar_path(model_file):
-    return Path(model_file).with_suffix(".json")
+    return store.model_file(task, backbone)
 
 
 def read_face_folders(root):
@@ -46,15 +41,20 @@ def read_face_folders(root):
 
 
 def build_classifier(backbone_name, n_outputs, image_size, multi_label, pretrained=True, dropout=0.2):
-    """Backbone (raw 0..255 images) -> dropout -> dense softmax (one class) or sigmoid (multi-label)."""
+    """Image (raw 0..255) -> backbone -> head (dropout, dense softmax for one class or sigmoid for multi-label,
+    float32 under mixed precision). The head is a nested model named "head", so it can train on cached features."""
     weights = "imagenet" if pretrained and backbone_name not in SCRATCH_BACKBONES else None
     backbone = build_backbone(backbone_name, image_size=image_size, weights=weights)
-    x = layers.Dropout(dropout, name="head_dropout")(backbone.output)
-    outputs = layers.Dense(n_outputs, activation="sigmoid" if multi_label else "softmax", name="head")(x)
-    return keras.Model(backbone.input, outputs, name=f"{backbone_name}_classifier")
+    features = keras.Input(backbone.output.shape[1:], name="features")
+    x = layers.Dropout(dropout, name="head_dropout")(features)
+    outputs = layers.Dense(n_outputs, activation="sigmoid" if multi_label else "softmax", dtype="float32",
+                           name="outputs")(x)
+    head = keras.Model(features, outputs, name="head")
+    image = keras.Input(backbone.input.shape[1:], name="image")
+    return keras.Model(image, head(backbone(image)), name=f"{backbone_name}_classifier")
 
 
-def _loss(multi_label):
+def loss_of(multi_label):
     return "binary_crossentropy" if multi_label else "sparse_categorical_crossentropy"
 
 
@@ -64,58 +64,33 @@ def balanced_class_weights(y, n_classes):
     return {i: len(y) / (n_classes * count) for i, count in enumerate(counts) if count}
 
 
-def _fit(model, train_ds, val_ds, epochs, learning_rate, multi_label, patience, class_weight=None):
-    model.compile(keras.optimizers.Adam(learning_rate), _loss(multi_label))
-    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], class_weight=class_weight,
-                     verbose=2)
+def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_label, strategy=None, epochs=40,
+                     finetune_epochs=10, finetune_layers=60, learning_rate=1e-3, finetune_learning_rate=1e-4,
+                     batch_size=32, patience=5, class_weight=None, seed=42, backup_dir=None, resume=False):
+    """Build and train a classifier on `train` and `val`, each a `(paths, targets)` pair; returns (model, history).
 
-
-def train_classifier(model, train, val, image_size, multi_label, from_scratch=False, head_epochs=40,
-                     finetune_epochs=10, finetune_layers=60, finetune_lr=1e-4, batch_size=32, patience=5,
-                     class_weight=None, seed=0):
-    """Train `model` (from build_classifier) on `train` and `val`, each a `(paths, targets)` pair.
-
-    Pretrained backbone: `head_epochs` of the head on cached frozen features, then `finetune_epochs` of the top
-    `finetune_layers` backbone layers with augmentation. From scratch: `head_epochs + finetune_epochs` end to end.
+    Pretrained backbone: `epochs` of the head on cached frozen features, then `finetune_epochs` of the top
+    `finetune_layers` backbone layers with augmentation. From scratch: `epochs + finetune_epochs` end to end.
     `class_weight`: {class id: weight} for the loss of single-label training.
     """
-    keras.utils.set_random_seed(seed)
-    train_images = image_dataset(train[0], train[1], image_size=image_size, batch_size=batch_size, training=True,
-                                 cache=True, seed=seed)
-    val_images = image_dataset(val[0], val[1], image_size=image_size, batch_size=batch_size, cache=True)
-    if from_scratch:
-        return _fit(model, train_images, val_images, head_epochs + finetune_epochs, 1e-3, multi_label, patience,
-                    class_weight)
-
-    features = keras.Model(model.input, model.get_layer("head_dropout").input)
-    set_trainable(features, 0)
-    plain = [image_dataset(paths, image_size=image_size, batch_size=64) for paths, _ in (train, val)]
-    train_x, val_x = (features.predict(ds, verbose=0) for ds in plain)
-    head = keras.Sequential([keras.Input(train_x.shape[1:]), model.get_layer("head_dropout"), model.get_layer("head")])
-    _fit(head, tf.data.Dataset.from_tensor_slices((train_x, train[1])).shuffle(len(train_x), seed=seed)
-         .batch(batch_size), tf.data.Dataset.from_tensor_slices((val_x, val[1])).batch(batch_size),
-         head_epochs, 1e-3, multi_label, patience, class_weight)
-    if finetune_epochs:
-        set_trainable(features, finetune_layers)
-        _fit(model, train_images, val_images, finetune_epochs, finetune_lr, multi_label, patience, class_weight)
-    return model
-
-
-def image_batch(images, image_size):
-    """Paths or RGB uint8 arrays -> one float32 batch (n, H, W, 3) in 0..255, resized like animeml.core.images."""
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    batch = []
-    for image in images:
-        if isinstance(image, (str, Path)):
-            image = tf.io.decode_image(tf.io.read_file(str(image)), channels=3, expand_animations=False)
-        batch.append(tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True))
-    return np.stack(batch) if batch else np.zeros((0, height, width, 3), np.float32)
+    from_scratch = backbone_name in SCRATCH_BACKBONES
+    head_data = None
+    if not from_scratch:
+        head_data = tuple((backbone_features(backbone_name, image_size, paths), targets) for paths, targets in (train, val))
+    return trainer.fit(
+        lambda: build_classifier(backbone_name, n_outputs, image_size, multi_label),
+        lambda batch: image_dataset(train[0], train[1], image_size=image_size, batch_size=batch, training=True,
+                                    cache=True, seed=seed),
+        lambda batch: image_dataset(val[0], val[1], image_size=image_size, batch_size=batch, cache=True),
+        loss=loss_of(multi_label), strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
+        finetune_layers=finetune_layers, learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
+        batch_size=batch_size, patience=patience, from_scratch=from_scratch, head_data=head_data,
+        class_weight=class_weight, backup_dir=backup_dir, resume=resume)
 
 
 def predict_images(model, images, image_size, batch_size=64, flip=False):
-    """Class or tag probabilities (n, n_outputs) of paths or RGB arrays; `flip` averages them with those of the
-    mirrored images (test-time augmentation)."""
+    """Class or tag probabilities (n, n_outputs) of paths or RGB arrays, each prepared as in training
+    (animeml.core.images); `flip` averages them with those of the mirrored images (test-time augmentation)."""
     outputs = []
     for i in range(0, len(images), batch_size):
         batch = image_batch(images[i:i + batch_size], image_size)
@@ -135,11 +110,8 @@ def name_faces(model, names, image, boxes, image_size, margin=0.1, flip=False):
 
 
 def load_model(path):
-    """The saved model and its sidecar dict."""
-    path = Path(path)
-    if not path.exists() or not sidecar_path(path).exists():
-        raise PipelineError(f"model {path} (and its {sidecar_path(path).name}) not found: train it first")
-    return keras.models.load_model(path, compile=False), json.loads(sidecar_path(path).read_text())
+    """The saved model and its sidecar dict (animeml.core.store.load_model)."""
+    return store.load_model(path)
 
 
 def class_report(y_true, y_pred, labels):

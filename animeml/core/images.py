@@ -3,6 +3,8 @@
 Images stay in the 0..255 range: each backbone (animeml.core.backbones) rescales them inside the model, so a
 saved model needs no preprocessing code beside it.
 """
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,12 +23,28 @@ def image_hw(image_size):
 
 
 def load_image(path, image_size):
-    """Decode a jpg/png/gif/bmp file into a float32 RGB tensor [H, W, 3] resized to `image_size`, values 0..255."""
-    height, width = image_hw(image_size)
+    """Decode a jpg/png/gif/bmp file into a float32 RGB tensor [H, W, 3] resized to `image_size`, whole pixel values
+    0..255: the one way from file to tensor, for training and prediction alike."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return resize_image(image, image_size)
+
+
+def resize_image(image, image_size):
+    """A decoded RGB image (uint8 or float, 0..255) -> float32 [H, W, 3], resized bilinearly and rounded to whole
+    pixel values (as the uint8 cache of image_dataset keeps them)."""
+    height, width = image_hw(image_size)
     image = tf.image.resize(image, (height, width))  # bilinear; antialias=True was 2-3x slower here
+    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
     image.set_shape((height, width, 3))
     return image
+
+
+def image_batch(images, image_size):
+    """Paths or decoded RGB arrays -> one float32 batch (n, H, W, 3), each image exactly as image_dataset gives it."""
+    height, width = image_hw(image_size)
+    batch = [load_image(str(image), image_size) if isinstance(image, (str, os.PathLike))
+             else resize_image(tf.convert_to_tensor(image), image_size) for image in images]
+    return np.stack(batch) if batch else np.zeros((0, height, width, 3), np.float32)
 
 
 def augment(image, image_size, seed=None):
@@ -70,7 +88,7 @@ def image_dataset(paths, targets=None, features=None, image_size=(224, 224), bat
     if training and not cache:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     # Decoded images are kept as uint8 until batching: a quarter of the memory in the cache and shuffle buffer.
-    ds = ds.map(lambda row: {**row, "image": tf.cast(tf.round(load_image(row["image"], load_size)), tf.uint8)},
+    ds = ds.map(lambda row: {**row, "image": tf.cast(load_image(row["image"], load_size), tf.uint8)},
                 num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))

@@ -1,6 +1,16 @@
-"""The model store: every task saves and loads its models here, each with a JSON sidecar of the same name."""
+"""The model store: every task saves and loads its models here, each with a JSON sidecar of the same name.
+
+One naming rule: `data/models/<task>_<name>.h5` beside `<task>_<name>.json` (`anime_text_model`,
+`genres_efficientnet_lite0_bce`, `characters_small_cnn`, `tags_efficientnet_lite0`). The sidecar holds what a model
+needs to be used on its own (labels, image size, thresholds, encoders) and, under `run`, the run record of the step
+that trained it (animeml.core.runs). Files a model keeps beside it (`<stem>_boosting.joblib`, ...) are named by
+`companion`. A missing or corrupt model or sidecar raises ModelMissing naming the file; the step scripts add which
+step makes it.
+"""
+import json
 from pathlib import Path
 
+from animeml.core import paths
 from animeml.core.io import PipelineError, atomic_path, write_json
 
 
@@ -8,8 +18,25 @@ class ModelMissing(PipelineError):
     """A model or its sidecar is missing or corrupt; the message names the file."""
 
 
-def save_model(model, path, sidecar=None):
-    """Save a Keras model as `path` (.h5), and `sidecar` as the JSON of the same name, never half-written."""
+def model_file(task, name):
+    """`data/models/<task>_<name>.h5`: the one place a model's file name is made."""
+    return paths.models_dir() / f"{task}_{name}.h5"
+
+
+def sidecar_path(model_path):
+    """The JSON sidecar beside a model: `x.h5` -> `x.json`."""
+    return Path(model_path).with_suffix(".json")
+
+
+def companion(model_path, suffix):
+    """A file a model keeps beside it: `x.h5`, `_boosting.joblib` -> `x_boosting.joblib`."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}{suffix}")
+
+
+def save_model(model, path, sidecar=None, run=None):
+    """Save a Keras model as `path` (.h5) and `sidecar` (with `run`, a run record, under "run") as the JSON of the
+    same name, neither ever half-written."""
     with atomic_path(path) as tmp:
         h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
         try:
@@ -17,20 +44,17 @@ def save_model(model, path, sidecar=None):
             h5.replace(tmp)
         finally:
             h5.unlink(missing_ok=True)
-    if sidecar is not None:
-        write_json(sidecar, Path(path).with_suffix(".json"))
+    if sidecar is not None or run is not None:
+        write_sidecar(path, {**(sidecar or {}), **({"run": run} if run is not None else {})})
 
 
-def sidecar_path(model_file):
-    """The JSON sidecar beside a model: `x.h5` -> `x.json`."""
-    return Path(model_file).with_suffix(".json")
+def write_sidecar(model_path, sidecar):
+    write_json(sidecar, sidecar_path(model_path))
 
 
-def read_sidecar(model_file):
+def read_sidecar(model_path):
     """The sidecar dict of a model; a missing or corrupt one raises ModelMissing naming the file."""
-    import json
-
-    path = sidecar_path(model_file)
+    path = sidecar_path(model_path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -43,8 +67,8 @@ def read_sidecar(model_file):
 
 
 def load_model(path, custom_objects=None):
-    """The Keras model at `path` and its sidecar dict. A missing or corrupt file raises ModelMissing naming it (the
-    step script adds which step makes it); the files are only read, never changed."""
+    """The Keras model at `path` and its sidecar dict. A missing or corrupt file raises ModelMissing naming it; the
+    files are only read, never changed."""
     import keras
 
     path = Path(path)
