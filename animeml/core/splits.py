@@ -50,3 +50,49 @@ def load_or_make_split(path, groups, **kwargs):
         write_csv(table, path)
     split_of = dict(zip(table["group"], table["split"]))
     return groups.map(split_of).fillna("train").to_numpy()
+
+
+def connected_groups(items, links):
+    """Union-find over `items` joined by `links` (pairs of items), transitively: {item: group}, each group named
+    by its smallest item, so the names do not depend on the order of `links`. An item in no link is its own group."""
+    parent = {item: item for item in items}
+
+    def root(item):
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]  # path halving keeps the trees flat
+            item = parent[item]
+        return item
+
+    for a, b in links:
+        if a not in parent or b not in parent:
+            raise PipelineError(f"link ({a!r}, {b!r}) names an item that is not in the list")
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {item: root(item) for item in parent}
+
+
+def grouped_split(groups, val=0.15, test=0.15, seed=42):
+    """train/val/test per row, every group whole on one side, the parts' row counts near the fractions asked.
+
+    Groups are taken in a seeded random order; each goes to the part it brings closest to its target row count
+    (so a group too big for val or test goes to train instead of overshooting them). Raises PipelineError when a
+    part asked for ends up empty (too few groups)."""
+    groups = np.asarray(groups)
+    unique, sizes = np.unique(groups, return_counts=True)
+    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    parts = [part for part in SPLITS if fractions[part] > 0]
+    target = {part: fractions[part] * len(groups) for part in parts}
+    filled = dict.fromkeys(parts, 0)
+    part_of = {}
+    for i in np.random.default_rng(seed).permutation(len(unique)):
+        gain = {part: abs(filled[part] - target[part]) - abs(filled[part] + sizes[i] - target[part])
+                for part in parts}
+        best = max(parts, key=lambda part: gain[part])
+        part_of[unique[i]] = best
+        filled[best] += sizes[i]
+    empty = [part for part in parts if filled[part] == 0]
+    if empty:
+        raise PipelineError(f"{len(unique)} groups are too few for a {'/'.join(parts)} split: "
+                            f"{', '.join(empty)} would be empty")
+    return np.array([part_of[g] for g in groups], dtype=object)
