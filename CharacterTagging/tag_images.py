@@ -1,50 +1,113 @@
 """Tag every image of a folder with a tagger of 03_train_tagger.py: one CSV row per image with its tags and their
 confidences, best first. Tags use the per-tag thresholds tuned on validation, or one --threshold for all.
 
---txt also writes `<image>.txt` beside each image: its tags, comma-separated (the caption files that users of
-Danbooru taggers expect).
+    python CharacterTagging/tag_images.py --images DIR --out tags.csv [--threshold T] [--txt [--overwrite|--append]]
+
+Every image is checked before the model sees it: one that is not an image, truncated, empty or above 40
+megapixels gets a row with status `skipped` and the reason, and the others are tagged. The exit status is 2 only
+when no image could be tagged.
+
+--txt also writes a caption file beside each image: its tags, comma-separated (what users of Danbooru taggers
+expect), named `<stem>.txt`, or `<name>.txt` (`a.jpg.txt`, `a.png.txt`) where two images share a stem. A caption
+file that is already there is left as it is, unless --overwrite (replace it) or --append (add the tags it lacks).
 """
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from animeml.core import cli
 
-from animeml.characters.classifier import load_model, model_path, predict_images
-from animeml.core.io import atomic_path, write_csv
-from animeml.core.cli import run
-from animeml.core.faces import list_images
+SETTINGS = dict(model="tags_efficientnet_lite0.h5", threshold=None, batch_size=32)
+TRAIN_STEP = "CharacterTagging/03_train_tagger.py"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", required=True, help="folder of images")
-    parser.add_argument("--out", type=Path, required=True, help="CSV: file, tags, confidences")
-    parser.add_argument("--model", default=model_path("tags", "efficientnet_lite0"),
-                        help="tagger (.h5 with its .json sidecar)")
-    parser.add_argument("--threshold", type=float, help="one threshold for every tag (default: per-tag, tuned)")
-    parser.add_argument("--txt", action="store_true", help="also write <image>.txt caption files")
-    args = parser.parse_args()
+def threshold(text):
+    """argparse type: a number >= 0 (above 1 no tag passes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
 
-    model, sidecar = load_model(args.model)
+
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--images", type=Path, required=True, help="folder of images to tag")
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write: file, tags, confidences, status, reason")
+    parser.add_argument("--model", type=Path, help=f"tagger .h5 with its .json sidecar (default: "
+                                                   f"data/models/{SETTINGS['model']})")
+    parser.add_argument("--threshold", type=threshold, default=SETTINGS["threshold"],
+                        help="one threshold for every tag (default: the per-tag thresholds tuned on validation)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="images per model call")
+    parser.add_argument("--txt", action="store_true", help="also write a caption file beside each image")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="with --txt: replace existing caption files")
+    existing.add_argument("--append", action="store_true",
+                          help="with --txt: add the new tags to existing caption files (tags already there are kept)")
+    args = cli.parse(parser, argv)
+    if (args.overwrite or args.append) and not args.txt:
+        parser.error("--overwrite and --append apply to the --txt caption files; add --txt")
+
+    import numpy as np
+
+    from animeml.characters.classifier import load_model, predict_images
+    from animeml.core import batch
+    from animeml.core.faces import list_images
+    from animeml.core.imagefile import TF_FORMATS, check_image
+    from animeml.core.io import PipelineError
+    from animeml.core.paths import models_dir
+
+    model_file = args.model or models_dir() / SETTINGS["model"]
+    model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["labels", "image_size", "thresholds"])
     tags = np.asarray(sidecar["labels"])
     thresholds = np.broadcast_to(sidecar["thresholds"] if args.threshold is None else args.threshold, tags.shape)
     paths = list_images(args.images)
-    probabilities = predict_images(model, paths, sidecar["image_size"])
-    rows = []
-    for path, probability in zip(paths, probabilities):
-        chosen = [j for j in np.argsort(-probability) if probability[j] >= thresholds[j]]
-        caption = ", ".join(tags[chosen])
-        rows.append({"file": path.name, "tags": caption,
-                     "confidences": ", ".join(f"{probability[j]:.3f}" for j in chosen)})
-        if args.txt:
-            with atomic_path(path.with_suffix(".txt")) as tmp:
-                tmp.write_text(caption + "\n")
-    write_csv(pd.DataFrame(rows, columns=["file", "tags", "confidences"]), args.out)
-    tagged = sum(bool(row["tags"]) for row in rows)
-    print(f"{len(rows)} images tagged ({tagged} with at least one tag) -> {args.out}"
-          + (", captions in <image>.txt" if args.txt else ""))
+    if not paths:
+        raise PipelineError(f"no image files in {args.images}")
+
+    def load(path):
+        check_image(path, formats=TF_FORMATS)
+        return str(path)
+
+    def predict(chunk):
+        rows = []
+        for probability in predict_images(model, chunk, sidecar["image_size"], args.batch_size):
+            chosen = [j for j in np.argsort(-probability) if probability[j] >= thresholds[j]]
+            rows.append({"tags": ", ".join(tags[chosen]),
+                         "confidences": ", ".join(f"{probability[j]:.3f}" for j in chosen)})
+        return rows
+
+    outcomes = batch.run_batch(paths, load, predict, args.batch_size, desc="tagging")
+    columns = ["tags", "confidences"]
+    if args.txt:
+        columns.append("caption_file")
+        mode = "overwrite" if args.overwrite else "append" if args.append else "keep"
+        for outcome, caption in zip(outcomes, batch.output_paths(paths, ".txt")):
+            if outcome.ok:
+                outcome.result["caption_file"] = write_caption(caption, outcome.result["tags"], mode)
+    table = batch.outcome_table("file", [path.name for path in paths], outcomes, columns)
+    tagged = sum(outcome.ok and bool(outcome.result["tags"]) for outcome in outcomes)
+    print(f"{sum(outcome.ok for outcome in outcomes)} images tagged ({tagged} with at least one tag)")
+    if args.txt:
+        kept = table["caption_file"].astype(str).str.endswith("(kept)").sum()
+        print("captions beside the images" + (f"; {kept} existing caption files kept as they were (--overwrite "
+                                              f"replaces them, --append adds to them)" if kept else ""))
+    batch.finish(table, outcomes, args.out, "images")
+
+
+def write_caption(path, tags, mode):
+    """Write one caption file; what happened, for the caption_file column (a failure there is not the tags')."""
+    from animeml.core.batch import write_output
+    from animeml.core.io import PipelineError
+
+    try:
+        done = write_output(path, tags + "\n", mode)
+    except (OSError, PipelineError) as err:
+        done = f"not written: {getattr(err, 'strerror', None) or err}"
+    return f"{path.name} ({done})"
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -1,48 +1,61 @@
 """Predict the genres of poster images with a trained genre model (its sidecar JSON gives genres and thresholds).
 
-Writes one row per image: file, the predicted genres ("Action|Drama", per-genre thresholds) and one probability
-column per genre.
-
     python GenreClassification/predict_genres.py --images DIR --out OUT.csv [--model data/models/genres_....h5]
+
+Writes one row per image: file, the predicted genres ("Action|Drama", per-genre thresholds), one probability
+column per genre, then status and reason. Every image is checked before the model sees it: one that is not an
+image, truncated, empty or above 40 megapixels gets status `skipped` and the reason, and the others are predicted.
+The exit status is 2 only when no image could be predicted.
 """
-import argparse
 from pathlib import Path
 
-import pandas as pd
+from animeml.core import cli
 
-from animeml.core.io import PipelineError, write_csv
-
-from animeml.core.cli import run
-from animeml.genres import load_model, model_path, predict_table, scheme_thresholds
-from animeml.core.multilabel import predict
-
-DEFAULT_MODEL = model_path("efficientnet_lite0", "bce")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
+SETTINGS = dict(model="genres_efficientnet_lite0_bce.h5", batch_size=32)
+TRAIN_STEP = "GenreClassification/02_train.py"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.parser(__doc__)
     parser.add_argument("--images", type=Path, required=True, help="folder of poster images")
-    parser.add_argument("--out", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    if not args.images.is_dir():
-        raise PipelineError(f"{args.images} is not a folder")
-    images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise PipelineError(f"no image ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.images}")
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write, one row per image")
+    parser.add_argument("--model", type=Path, help=f"genre model .h5 with its .json sidecar (default: "
+                                                   f"data/models/{SETTINGS['model']})")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="images per model call")
+    args = cli.parse(parser, argv)
 
-    model, sidecar = load_model(args.model)
+    from animeml.core import batch
+    from animeml.core.faces import list_images
+    from animeml.core.imagefile import TF_FORMATS, check_image
+    from animeml.core.io import PipelineError
+    from animeml.core.multilabel import predict
+    from animeml.core.paths import models_dir
+    from animeml.genres import load_model, predict_table, scheme_thresholds
+
+    model_file = args.model or models_dir() / SETTINGS["model"]
+    model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["genres", "thresholds", "image_size"])
     genres = sidecar["genres"]
-    prob = predict_table(model, [str(p) for p in images], sidecar["image_size"], args.batch_size)
-    predicted = predict(prob, scheme_thresholds(sidecar, "per-genre"))
-    table = pd.DataFrame(prob, columns=genres).round(4)
-    table.insert(0, "predicted_genres", ["|".join(g for g, on in zip(genres, row) if on) for row in predicted])
-    table.insert(0, "file", [p.name for p in images])
-    write_csv(table, args.out)
-    print(f"wrote {args.out}: genres of {len(images)} images with {args.model.name}")
+    thresholds = scheme_thresholds(sidecar, "per-genre")
+    images = list_images(args.images)
+    if not images:
+        raise PipelineError(f"no image files in {args.images}")
+
+    def load(path):
+        check_image(path, formats=TF_FORMATS)
+        return str(path)
+
+    def predict_chunk(chunk):
+        probabilities = predict_table(model, chunk, sidecar["image_size"], args.batch_size)
+        chosen = predict(probabilities, thresholds)
+        return [{"predicted_genres": "|".join(g for g, on in zip(genres, row_chosen) if on),
+                 **dict(zip(genres, row.astype(float).round(4)))} for row, row_chosen in zip(probabilities, chosen)]
+
+    outcomes = batch.run_batch(images, load, predict_chunk, args.batch_size, desc="predicting genres")
+    table = batch.outcome_table("file", [path.name for path in images], outcomes, ["predicted_genres", *genres])
+    print(f"genres of {sum(outcome.ok for outcome in outcomes)} images with {model_file.name}")
+    batch.finish(table, outcomes, args.out, "images")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

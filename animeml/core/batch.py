@@ -138,3 +138,20 @@ def write_output(path, content, mode="keep"):
     with atomic_path(path) as tmp:
         tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content)
     return {"keep": "written", "overwrite": "overwritten", "append": "appended"}[mode] if exists else "written"
+
+
+def load_model_for(load, path, step, keys=()):
+    """`load(path)` -> (model, sidecar), with the step that makes the model added to any problem: a missing or
+    corrupt model or sidecar, or a sidecar without `keys`, is one line naming the file; nothing is changed."""
+    try:
+        model, sidecar = load(path)
+    except PipelineError as err:
+        raise PipelineError(str(err) if step in str(err) else f"{err}; {step} makes it") from None
+    except Exception as err:  # noqa: BLE001  (a loader that lets a library's own error through)
+        raise PipelineError(f"model {path} or its .json sidecar is unreadable or corrupt ({type(err).__name__}); "
+                            f"{step} makes it") from None
+    missing = [key for key in keys if key not in sidecar]
+    if missing:
+        raise PipelineError(f"model sidecar {Path(path).with_suffix('.json')} lacks {', '.join(missing)}; "
+                            f"{step} makes it")
+    return model, sidecar
