@@ -76,13 +76,13 @@ def test_every_fault_handled_and_rerun_downloads_nothing(server, tmp_path):
     assert all(is_valid_image(p) for p in out.glob("*.jpg"))
     assert not list(out.glob(".*"))
 
-    reasons = pd.read_csv(failures_csv).set_index("anime_id")["reason"]
-    assert sorted(reasons.index) == [5, 6, 7, 8, 9]
-    assert "timeout" in reasons[5]
-    assert "decode" in reasons[6]
-    assert "not an image" in reasons[7]
-    assert "404" in reasons[8]
-    assert "too large" in reasons[9]
+    reasons = pd.read_csv(failures_csv).set_index("file")["reason"]
+    assert sorted(reasons.index) == ["5.jpg", "6.jpg", "7.jpg", "8.jpg", "9.jpg"]
+    assert "timeout" in reasons["5.jpg"]
+    assert "decode" in reasons["6.jpg"]
+    assert "not an image" in reasons["7.jpg"]
+    assert "404" in reasons["8.jpg"]
+    assert "too large" in reasons["9.jpg"]
     index = pd.read_csv(out / "posters.csv")
     assert sorted(index["anime_id"]) == [1, 2, 3, 4]
 
@@ -104,7 +104,7 @@ def test_killed_run_leaves_no_partial_file_and_rerun_completes(server, tmp_path)
     csv = tmp_path / "anime.csv"
     table.to_csv(csv, index=False)
     out = tmp_path / "posters"
-    command = [sys.executable, str(SCRIPT), "--csv", str(csv), "--out", str(out), "--workers", "2"]
+    command = [sys.executable, str(SCRIPT), "--csv", str(csv), "--out-dir", str(out), "--workers", "2"]
 
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

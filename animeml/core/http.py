@@ -103,9 +103,11 @@ def failure_reason(err):
         return f"gave up after retries ({err.args[0].reason})"
     if isinstance(err, requests.exceptions.Timeout):
         return f"timeout ({type(err).__name__})"
-    if isinstance(err, requests.exceptions.ConnectionError):
-        refused = "refused" in str(err).lower()
-        return "connection refused" if refused else f"connection error ({type(err).__name__})"
+    if isinstance(err, requests.exceptions.ConnectionError):  # after retries, urllib3's cause is only in the text
+        text = str(err).lower()
+        if "timed out" in text:
+            return "timeout (no answer in time, after retries)"
+        return "connection refused" if "refused" in text else f"connection error ({type(err).__name__})"
     if isinstance(err, requests.exceptions.ChunkedEncodingError):
         return "connection broken mid-body"
     if isinstance(err, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,

@@ -14,11 +14,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from animeml.core.http import Stopped, check_url, failure_reason, make_session
+from animeml.core.imagefile import MAX_PIXELS, ImageUnreadable, check_image
 from animeml.core.io import atomic_path, write_csv
 from animeml.core.table import INDEX_COLUMNS, INDEX_NAME, read_poster_index
 
 MAX_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 40_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 FAILURE_COLUMNS = ["file", "url", "reason"]
 
@@ -67,9 +67,9 @@ def checked_image(data, max_pixels=MAX_PIXELS):
 def is_valid_image(path, max_pixels=MAX_PIXELS):
     """True if `path` holds a complete image of at most `max_pixels`."""
     try:
-        checked_image(Path(path).read_bytes(), max_pixels)
+        check_image(path, max_pixels)
         return True
-    except (OSError, Rejected):
+    except ImageUnreadable:
         return False
 
 
