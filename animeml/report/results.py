@@ -1,0 +1,144 @@
+"""The README's results table, read from the files the steps wrote, so the README never disagrees with a run.
+
+Each row: task, the result, the baselines measured the same way, and the published number or target (the only
+typed-in column: targets do not come from a run). A row whose files are missing says which command makes them.
+"""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+TARGETS = {
+    "score_text": "MAE 0.483, Spearman 0.431 (target MAE <= 0.45)",
+    "score_posters": "image-only Spearman 0.096",
+    "genres": "~0.50 (target 0.60)",
+    "characters": "target 0.95",
+    "illustrations": "target 70%",
+    "tags": "target 0.80",
+    "recommendation": "> baselines, < 50 ms, >= 50x",
+}
+
+
+def interval(row, metric, digits=3):
+    return f"{row[metric]:.{digits}f} [{row[f'{metric}_low']:.{digits}f}, {row[f'{metric}_high']:.{digits}f}]"
+
+
+def score_rows(data_dir):
+    path = data_dir / "reports" / "score" / "score_metrics.csv"
+    command = "python AnimeScorePredictionAllParameters/06_evaluate.py"
+    if not path.is_file():
+        return [("score", None, None, TARGETS["score_text"], command)]
+    table = pd.read_csv(path)
+    rows = []
+    for key, (prefix, label) in {"score_text": ("All test anime", "score, {n}"),
+                                 "score_posters": ("Poster test rows", "score, {n}")}.items():
+        part = table[table["rows"].str.startswith(prefix)]
+        if part.empty:
+            continue
+        n = part["rows"].iloc[0].split(": ", 1)[-1]
+        baseline = part["model"].str.contains("baseline")
+        models = "; ".join(f"{r['model']} MAE {interval(r, 'MAE')}, Spearman {interval(r, 'Spearman')}"
+                           for _, r in part[~baseline].iterrows())
+        baselines = "; ".join(f"{r['model'].replace(' (baseline)', '')} MAE {r['MAE']:.3f}, "
+                              f"Spearman {r['Spearman']:.3f}" for _, r in part[baseline].iterrows())
+        rows.append((label.format(n=n), models, baselines, TARGETS[key], None))
+    return rows
+
+
+def genre_rows(data_dir):
+    path = data_dir / "genres" / "results.csv"
+    if not path.is_file():
+        return [("genres", None, None, TARGETS["genres"], "python GenreClassification/03_evaluate.py")]
+    table = pd.read_csv(path)
+    trained = table[table["file"].notna() & (table["scheme"] == "per-genre")]
+    prior = table[(table["model"] == "label prior") & (table["scheme"] == "per-genre")]
+    result = "no trained model in results.csv"
+    if len(trained):
+        best = trained.loc[trained["val_micro_f1"].idxmax()]
+        result = (f"{best['model']} at {best['image_size']} px + {best['loss']} (best on validation), per-genre "
+                  f"thresholds: micro-F1 {interval(best, 'micro_f1')}")
+    baseline = f"label prior {interval(prior.iloc[0], 'micro_f1')}" if len(prior) else ""
+    return [("genres (`03_evaluate.py`)", result, baseline, TARGETS["genres"], None)]
+
+
+def character_rows(data_dir):
+    rows = []
+    path = data_dir / "characters" / "metrics.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        majority = table["model"] == "majority class"
+        trained = table[~majority]
+        result = "; ".join(f"{r['model']} accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}"
+                           for _, r in trained.iterrows())
+        baseline = "; ".join(f"majority class {r['accuracy']:.3f}" for _, r in table[majority].iterrows())
+        rows.append(("characters, test faces (`02_train_characters.py`)", result, baseline,
+                     TARGETS["characters"], None))
+    else:
+        rows.append(("characters", None, None, TARGETS["characters"],
+                     "python CharacterTagging/02_train_characters.py"))
+    path = data_dir / "characters" / "detector_settings.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        measured = {r["role"]: r for _, r in table[table["role"].notna()].iterrows()} if "role" in table else {}
+        found = lambda r: (f"{r['test_character_found']:.1%} [{r['test_found_low']:.1%}, {r['test_found_high']:.1%}] "
+                           f"of {int(r['test_images'])}, a face in {r['test_detection_recall']:.1%}")
+        result = f"labelled character found in {found(measured['chosen'])}" if "chosen" in measured else ""
+        baseline = f"cascade defaults {found(measured['default'])}" if "default" in measured else ""
+        rows.append(("characters, test illustrations (`04_tune_detector.py`)", result, baseline,
+                     TARGETS["illustrations"], None))
+    else:
+        rows.append(("characters, illustrations", None, None, TARGETS["illustrations"],
+                     "python CharacterTagging/04_tune_detector.py"))
+    return rows
+
+
+def tag_rows(data_dir):
+    path = data_dir / "tags" / "metrics.csv"
+    if not path.is_file():
+        return [("tags", None, None, TARGETS["tags"], "python CharacterTagging/03_train_tagger.py")]
+    table = pd.read_csv(path)
+    prior = table["model"].str.startswith("tag prior")
+    result = "; ".join(f"{r['model']} micro-F1 {r['micro_f1']:.3f}, mAP {r['map']:.3f}"
+                       for _, r in table[~prior].iterrows())
+    baseline = "; ".join(f"tag prior micro-F1 {r['micro_f1']:.3f}" for _, r in table[prior].iterrows())
+    return [("tags, test faces (`03_train_tagger.py`)", result, baseline, TARGETS["tags"], None)]
+
+
+def recommendation_rows(data_dir):
+    folder = data_dir / "recommendation"
+    summary, benchmark = folder / "evaluation_summary.csv", folder / "benchmark.json"
+    if not summary.is_file():
+        return [("recommendation", None, None, TARGETS["recommendation"], "python Recommendation/02_evaluate.py")]
+    table = pd.read_csv(summary)
+    table = table[table["queries"] == "all queries"]
+    hit = next(c for c in table.columns if c.startswith("hit@"))
+    by_method = {r["method"]: r for _, r in table.iterrows()}
+    result = ""
+    if "hybrid" in by_method:
+        r = by_method["hybrid"]
+        result = f"{hit} {r[hit]:.3f} +- {r['ci95']:.3f} (hybrid)"
+    if benchmark.is_file():
+        bench = json.loads(benchmark.read_text())
+        result += (f", median query {bench['latency_median_ms']} ms (p95 {bench['latency_p95_ms']}), vectorised "
+                   f"{bench['speedup']}x the loop")
+    else:
+        result += " (latency: not run yet: python Recommendation/03_benchmark.py)"
+    baseline = "; ".join(f"{m} {r[hit]:.3f}" for m, r in by_method.items() if m != "hybrid")
+    n = int(by_method["hybrid"]["n"]) if "hybrid" in by_method else len(table)
+    return [(f"recommendation, {n:,} franchise queries", result, baseline, TARGETS["recommendation"], None)]
+
+
+def results_rows(data_dir):
+    """(task, result, baseline, published/target, command or None) for every row of the README's table."""
+    data_dir = Path(data_dir)
+    return (score_rows(data_dir) + genre_rows(data_dir) + character_rows(data_dir) + tag_rows(data_dir)
+            + recommendation_rows(data_dir))
+
+
+def markdown(data_dir):
+    lines = ["| task | result | baseline measured the same way | published / target |", "|---|---|---|---|"]
+    for task, result, baseline, target, command in results_rows(data_dir):
+        if command:
+            result, baseline = f"not run yet: `{command}`", ""
+        lines.append(f"| {task} | {result} | {baseline} | {target} |")
+    return "\n".join(lines)
