@@ -12,13 +12,15 @@ import pandas as pd
 from keras import layers
 from sklearn.metrics import f1_score
 
-from animeml.core.backbones import BACKBONES, build_backbone, set_trainable
+from animeml.core import store, trainer
+from animeml.core.backbones import BACKBONES, build_backbone
+from animeml.core.feature_cache import backbone_features
 from animeml.core.io import PipelineError
 from animeml.core.images import image_dataset
 from animeml.core.table import split_list
 from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
-from animeml.core.paths import genres_dir, models_dir
+from animeml.core.paths import genres_dir
 from animeml.core.splits import SPLITS, load_or_make_split
 
 PRETRAINED = tuple(name for name in BACKBONES if name != "small_cnn")  # ImageNet weights where available
@@ -34,17 +36,13 @@ def vocabulary_json():
 
 
 def model_path(backbone, loss):
-    return models_dir() / f"genres_{backbone}_{loss}.h5"
-
-
-def sidecar_path(model_file):
-    return model_file.with_suffix(".json")
+    return store.model_file("genres", f"{backbone}_{loss}")
 
 
 def read_labels():
-    """The labelled table and its genre vocabulary, as written by GenreClassification/01_make_labels.py."""
+    """The labelled table and its genre vocabulary, as written by the labelling step."""
     if not labels_csv().exists():
-        raise PipelineError(f"{labels_csv()} not found: run GenreClassification/01_make_labels.py first")
+        raise PipelineError(f"{labels_csv()} not found")
     table = pd.read_csv(labels_csv(), dtype={"genres": str})
     return table, json.loads(vocabulary_json().read_text())["genres"]
 
@@ -104,96 +102,58 @@ def targets(table, genres):
     return table[genres].to_numpy(dtype=np.float32)
 
 
-def make_loss(name):
+def make_loss(name, focal_gamma=2.0):
     if name == "focal":
-        return keras.losses.BinaryFocalCrossentropy(gamma=2.0)
+        return keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma)
     if name == "bce":
         return keras.losses.BinaryCrossentropy()
     raise PipelineError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
 
 
 def build_model(backbone_name, n_genres, image_size, pretrained=True, dropout=0.3):
-    """Backbone -> dropout -> one sigmoid per genre. Returns (model, head): `head` is the same two layers on
-    pooled features, so the frozen phase can train them on cached backbone features."""
+    """Poster -> backbone -> head (dropout, one sigmoid per genre, float32 under mixed precision). The head is a
+    nested model named "head", so the frozen phase can train it on cached backbone features."""
     backbone = build_backbone(backbone_name, image_size, weights="imagenet" if pretrained else None)
-    head_dropout = layers.Dropout(dropout, name="head_dropout")
-    head_dense = layers.Dense(n_genres, activation="sigmoid", name="genres")
-    model = keras.Model(backbone.input, head_dense(head_dropout(backbone.output)), name="genre_classifier")
-    features = keras.Input((backbone.output.shape[-1],), name="features")
-    head = keras.Model(features, head_dense(head_dropout(features)), name="genre_head")
-    return model, head
+    features = keras.Input(backbone.output.shape[1:], name="features")
+    outputs = layers.Dense(n_genres, activation="sigmoid", dtype="float32", name="genres")(
+        layers.Dropout(dropout, name="head_dropout")(features))
+    head = keras.Model(features, outputs, name="head")
+    image = keras.Input(backbone.input.shape[1:], name="image")
+    return keras.Model(image, head(backbone(image)), name="genre_classifier")
 
 
 def is_pretrained(backbone_name, weights):
     return backbone_name in PRETRAINED and weights == "imagenet"
 
 
-class ValidationF1(keras.callbacks.Callback):
-    """Micro-F1 on validation (at the best shared threshold) after each epoch; keeps the best weights and stops
-    after `patience` epochs without improvement. Keras' EarlyStopping cannot, since F1 needs a threshold."""
-
-    def __init__(self, inputs, y_val, patience=3):
-        super().__init__()
-        self.inputs, self.y_val, self.patience = inputs, y_val, patience
-        self.best, self.best_weights, self.wait, self.history = -1.0, None, 0, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        prob = self.model.predict(self.inputs, verbose=0)
-        f1 = f1_score(self.y_val, predict(prob, tune_global_threshold(self.y_val, prob)), average="micro")
-        self.history.append(f1)
-        print(f"  epoch {epoch + 1}: val micro-F1 {f1:.3f}")
-        if f1 > self.best:
-            self.best, self.best_weights, self.wait = f1, self.model.get_weights(), 0
-        else:
-            self.wait += 1
-            self.model.stop_training = self.wait >= self.patience
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+def micro_f1_at_best_threshold(y_true, prob):
+    """Micro-F1 at the shared threshold that is best on these rows: the early-stopping monitor."""
+    return f1_score(y_true, predict(prob, tune_global_threshold(y_true, prob)), average="micro")
 
 
-def backbone_features(model, paths, image_size, batch_size):
-    """Pooled backbone features of un-augmented images (the frozen backbone's output is all the head sees)."""
-    backbone = keras.Model(model.input, model.get_layer("head_dropout").input)
-    return backbone.predict(image_dataset(paths, image_size=image_size, batch_size=batch_size), verbose=0)
-
-
-def train(table, genres, backbone_name, loss_name, image_size=160, pretrained=True, frozen_epochs=30,
-          finetune_epochs=4, finetune_layers=30, scratch_epochs=25, batch_size=32, patience=3, seed=0):
-    """Train one genre model on the table's train rows, early-stopped on validation micro-F1.
-
-    Pretrained backbones: the head on cached frozen features first, then the top `finetune_layers` layers with
-    augmented images at a low learning rate. From scratch: every layer, augmented images, `scratch_epochs`."""
-    keras.utils.set_random_seed(seed)
+def train(table, genres, backbone_name, loss_name, image_size, pretrained, strategy=None, epochs=40,
+          finetune_epochs=3, finetune_layers=30, learning_rate=1e-3, finetune_learning_rate=1e-4, focal_gamma=2.0,
+          batch_size=32, patience=3, seed=42, backup_dir=None, resume=False):
+    """Train one genre model on the table's train rows, early-stopped on validation micro-F1; returns (model,
+    history). Pretrained backbones: `epochs` of the head on cached frozen features, then the top `finetune_layers`
+    backbone layers on augmented posters. From scratch: every layer on augmented posters for `epochs`."""
     train_rows, val_rows = table[table["split"] == "train"], table[table["split"] == "val"]
     y_train, y_val = targets(train_rows, genres), targets(val_rows, genres)
-    model, head = build_model(backbone_name, len(genres), image_size, pretrained)
-    loss = make_loss(loss_name)
-    train_images = image_dataset(train_rows["image_path"], y_train, image_size=image_size, batch_size=batch_size,
-                                 training=True, cache=True, seed=seed)
-    val_images = image_dataset(val_rows["image_path"], image_size=image_size, batch_size=batch_size, cache=True)
-    stages = []
+    head_data = None
     if pretrained:
-        x_train = backbone_features(model, train_rows["image_path"], image_size, batch_size)
-        x_val = backbone_features(model, val_rows["image_path"], image_size, batch_size)
-        head.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-        stop = ValidationF1(x_val, y_val, patience=patience * 2)
-        head.fit(x_train, y_train, batch_size=batch_size, epochs=frozen_epochs, callbacks=[stop], verbose=0)
-        stages.append(("frozen", stop))
-        set_trainable(model, finetune_layers)  # the top layers include the head
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
-        stop = ValidationF1(val_images, y_val, patience=patience)
-        stop.best, stop.best_weights = stages[0][1].best, model.get_weights()
-        model.fit(train_images, epochs=finetune_epochs, callbacks=[stop], verbose=0, shuffle=False)
-        stages.append(("finetune", stop))
-    else:
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-        stop = ValidationF1(val_images, y_val, patience=patience)
-        model.fit(train_images, epochs=scratch_epochs, callbacks=[stop], verbose=0, shuffle=False)
-        stages.append(("scratch", stop))
-    history = {name: stop.history for name, stop in stages}
-    return model, history
+        head_data = tuple((backbone_features(backbone_name, image_size, rows["image_path"]), y)
+                          for rows, y in ((train_rows, y_train), (val_rows, y_val)))
+    return trainer.fit(
+        lambda: build_model(backbone_name, len(genres), image_size, pretrained),
+        lambda batch: image_dataset(train_rows["image_path"], y_train, image_size=image_size, batch_size=batch,
+                                    training=True, cache=True, seed=seed),
+        lambda batch: image_dataset(val_rows["image_path"], y_val, image_size=image_size, batch_size=batch,
+                                    cache=True),
+        loss=make_loss(loss_name, focal_gamma), strategy=strategy, epochs=epochs,
+        finetune_epochs=finetune_epochs if pretrained else 0, finetune_layers=finetune_layers,
+        learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate, batch_size=batch_size,
+        patience=patience, monitor="val_micro_f1", mode="max", score=micro_f1_at_best_threshold,
+        from_scratch=not pretrained, head_data=head_data, backup_dir=backup_dir, resume=resume)
 
 
 def predict_table(model, paths, image_size, batch_size=32):
@@ -207,12 +167,8 @@ def tuned_thresholds(y_val, prob_val):
 
 
 def load_model(path):
-    """A saved genre model and its sidecar; a missing file or sidecar is a PipelineError."""
-    if not path.exists():
-        raise PipelineError(f"model not found: {path} (train one with GenreClassification/02_train.py)")
-    if not sidecar_path(path).exists():
-        raise PipelineError(f"sidecar {sidecar_path(path)} missing: it holds the genres and thresholds")
-    return keras.models.load_model(path, compile=False), json.loads(sidecar_path(path).read_text())
+    """A saved genre model and its sidecar (genres, thresholds): animeml.core.store.load_model."""
+    return store.load_model(path)
 
 
 SCHEMES = ("per-genre", "shared", "fixed 0.5")

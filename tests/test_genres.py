@@ -116,4 +116,4 @@ def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, c
     with pytest.raises(SystemExit) as exit_info:
         run_script("predict_genres.py", "--images", few, "--out", tmp_path / "x.csv", "--model", tmp_path / "no.h5",
                    monkeypatch=monkeypatch)
-    assert exit_info.value.code == 2 and "model not found" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no.h5 not found" in capsys.readouterr().err

@@ -15,9 +15,8 @@ import numpy as np
 from keras import layers
 
 from animeml.core.io import PipelineError, atomic_path
+from animeml.core.trainer_flags import BACKBONES  # noqa: F401  (re-exported: the names of the backbones here)
 
-BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "efficientnetb0",
-             "mobilenetv3small", "xception", "small_cnn")
 
 # keras.applications constructors, without their classifier
 APPLICATIONS = {

@@ -3,6 +3,9 @@ apart from animeml.core.trainer so a step script adds them before it imports Ten
 import argparse
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+# the names of animeml.core.backbones, here so that flags can offer them before Keras is imported
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "efficientnetb0",
+             "mobilenetv3small", "xception", "small_cnn")
 
 
 def add_training_flags(parser, seed=42):
