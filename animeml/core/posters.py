@@ -5,6 +5,7 @@ Every file name from data is resolved and confined to its output folder, every i
 count (from the header, before decoding) and for decoding completely, and every write is atomic."""
 import io
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -46,7 +47,10 @@ def checked_image(data, max_pixels=MAX_PIXELS):
     """The bytes of a complete image of at most `max_pixels` (JPEG kept as it came, any other format re-encoded as
     JPEG), or Rejected with the reason. The pixel count is read from the header before anything is decoded."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():  # the pixel count is checked just below, against our own cap
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             width, height = image.size
             if width * height > max_pixels:
                 raise Rejected(f"too many pixels ({width}x{height} > {max_pixels})")

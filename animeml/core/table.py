@@ -130,7 +130,7 @@ def check_kaggle(df, where, drop_duplicates=False):
         df = df[~df["anime_id"].duplicated()]
     for col in KAGGLE_COLUMNS:
         if col not in df.columns:
-            df[col] = np.nan
+            df[col] = None  # missing text, so that `.str` still works on it
     return df[KAGGLE_COLUMNS].reset_index(drop=True)
 
 
