@@ -10,7 +10,6 @@ models; a step whose files are missing shows "not run yet: <command>". Figures o
 into data/reports/files/ so the folder stands alone.
 """
 import os
-import sys
 from pathlib import Path
 
 from animeml.core import cli, paths
@@ -30,9 +29,7 @@ def main(argv=None):
                         help="also start the app on a free local port and save a PNG of each tab and of the "
                              "report's front page into <out>/screenshots/ (needs /usr/bin/chromium)")
     args = cli.parse(parser, argv)
-    if args.data_dir is not None:
-        os.environ["ANIMEML_DATA_DIR"] = str(args.data_dir.resolve())
-    data_dir = paths.data_dir()
+    data_dir = args.data_dir or paths.data_dir()
     if not data_dir.is_dir():
         raise cli.PipelineError(f"data folder not found: {data_dir}")
 
@@ -47,7 +44,8 @@ def main(argv=None):
     print(f"wrote {len(written)} pages in {seconds:.1f} s: open {out / 'index.html'}")
     if args.screenshots:
         from animeml.report.screenshots import take_screenshots
-        shots = take_screenshots(data_dir, out / "index.html", out / "screenshots")
+        os.environ["ANIMEML_DATA_DIR"] = str(Path(data_dir).resolve())  # the app reads the same data
+        shots = take_screenshots(out / "index.html", out / "screenshots")
         print(f"wrote {len(shots)} screenshots into {out / 'screenshots'}")
 
 

@@ -110,12 +110,11 @@ class AppState:
 
     def load(self, task, step):
         """(model, sidecar) of the task's model, or None with the step that makes it in `missing`."""
-        from animeml.characters.classifier import load_model
-
         path = model_file(task)
         if path is None:
             self.missing[task] = f"no {task} model in {paths.models_dir()}; run {step}"
             return None
+        from animeml.characters.classifier import load_model  # TensorFlow: only when there is a model
         try:
             return load_model(path)
         except Exception as err:  # a corrupt file: the tab says so, the rest of the app still works

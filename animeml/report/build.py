@@ -4,7 +4,6 @@ Files under the output folder are linked relatively; figures and CSVs elsewhere 
 `<out>/files/` (only when changed), so the folder needs no server and the app can serve it as it is.
 """
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -176,10 +175,3 @@ def flat_items(data, prefix="", limit=12):
 
 def default_out_dir(data_dir):
     return Path(data_dir) / "reports"
-
-
-def relative_to_cwd(path):
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
