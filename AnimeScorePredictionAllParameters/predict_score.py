@@ -1,77 +1,128 @@
 """Predict the MyAnimeList score of new anime with a trained score model.
 
-    python AnimeScorePredictionAllParameters/predict_score.py --model hybrid --csv new.csv --images posters/ \
+    python AnimeScorePredictionAllParameters/predict_score.py --kind hybrid --csv new.csv --images posters/ \
         --out scores.csv
 
-CSV: rows in the Kaggle "Anime Dataset 2023" layout (`UNKNOWN` where a value is not known yet). The poster of a
-row is its `image_path` column when the CSV has one (relative paths are relative to the CSV's folder), else
+CSV: rows in the Kaggle "Anime Dataset 2023" layout (`UNKNOWN` where a value is not known yet); a model that reads
+synopses needs the `Synopsis` column, one that reads metadata `Genres`, `Type` and `Episodes`. The poster of a row
+is its `image_path` column when the CSV has one (relative paths are relative to the CSV's folder), else
 IMAGES/<anime_id>.jpg. The text model needs no poster: use it for anime without one.
-Writes anime_id, name, predicted_score and reason: a row that cannot be scored (no poster, an unreadable image,
-neither synopsis nor metadata) gets an empty score and the reason, never a crash.
+Writes anime_id, name, predicted_score, status and reason: a row that cannot be scored (no poster, an image that is
+not readable, truncated or above 40 megapixels, neither synopsis nor metadata) gets status `skipped` and the reason,
+never a crash. The exit status is 2 only when no row could be scored.
 """
-import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from animeml.core.io import PipelineError, write_csv
-
-from animeml.core.cli import run
-from animeml.core.table import clean_table, read_kaggle_csv
-from animeml.score.models import load_score_model, model_path, nothing_known, poster_problem, predict_scores
+from animeml.core import cli
 
 KINDS = ["hybrid", "vision", "text"]
+SETTINGS = dict(kind="hybrid", batch_size=32)
+TRAIN_STEPS = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py",
+               "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
+               "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}
+NEEDED_COLUMNS = {"synopsis": ["Synopsis"], "metadata": ["Genres", "Type", "Episodes"]}
+CHUNK_ROWS = 1024  # rows per prediction call (synopsis embeddings are looked up per call)
+
+
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--kind", choices=KINDS, default=SETTINGS["kind"],
+                        help="which trained model: its default file and the step that makes it")
+    parser.add_argument("--model", help="a model .h5 with its .json sidecar (default: data/models/<the --kind's "
+                                        "file>); a kind name here is the deprecated spelling of --kind")
+    parser.add_argument("--model-path", help="deprecated spelling of --model")
+    parser.add_argument("--csv", type=Path, required=True, help="anime rows in the Kaggle 2023 layout")
+    parser.add_argument("--images", type=Path, help="folder of posters named <anime_id>.jpg")
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write, one row per input row")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="rows per model batch")
+    args = cli.parse(parser, argv)
+
+    from animeml.core.io import PipelineError
+
+    if args.model in KINDS and not Path(args.model).exists():
+        deprecated(f"--model {args.model}", f"--kind {args.model} (--model is a file)")
+        args.kind, args.model = args.model, None
+    if args.model_path:
+        deprecated("--model-path", "--model")
+        args.model = args.model_path
+    if args.csv.is_dir():
+        raise PipelineError(f"{args.csv} is a folder; --csv takes a CSV file")
+    if args.csv.is_file() and not args.csv.read_bytes().strip():
+        raise PipelineError(f"{args.csv} is empty; it needs a header row and one row per anime")
+    if args.images is not None and not args.images.is_dir():
+        raise PipelineError(f"--images {args.images} is not a folder")
+
+    import numpy as np
+    import pandas as pd
+
+    from animeml.core import batch
+    from animeml.core.imagefile import TF_FORMATS, check_image
+    from animeml.core.table import clean_table, read_kaggle_csv
+    from animeml.score.models import load_score_model, model_path, nothing_known, predict_scores
+
+    model_file = Path(args.model) if args.model else model_path(args.kind)
+    model, sidecar = batch.load_model_for(lambda path: load_score_model(args.kind, path), model_file,
+                                          TRAIN_STEPS[args.kind], ["inputs"])
+    needed = [column for group in sidecar["inputs"] for column in NEEDED_COLUMNS.get(group, [])]
+    try:
+        raw = read_kaggle_csv(args.csv, required=["anime_id", "Name", *needed])  # new anime have no Score
+    except (pd.errors.EmptyDataError, OSError) as err:
+        raise PipelineError(f"cannot read {args.csv}: {getattr(err, 'strerror', None) or err}") from None
+    table = clean_table(raw).reset_index(drop=True)
+    if table.empty:
+        raise PipelineError(f"{args.csv} has a header but no rows")
+
+    reasons = [""] * len(table)
+    posters = poster_paths(args.csv, table, args.images) if "image" in sidecar["inputs"] else None
+    if "metadata" in sidecar["inputs"]:
+        for i in np.flatnonzero(nothing_known(table, sidecar)):
+            reasons[i] = "neither synopsis nor metadata (genres, type, episodes, ...) is known"
+
+    def load(i):
+        if reasons[i]:
+            raise PipelineError(reasons[i])
+        if posters is not None:
+            if posters[i] is None:
+                raise PipelineError("no poster given in image_path")
+            if not posters[i].exists():
+                raise PipelineError(f"no poster: {posters[i]} not found")
+            check_image(posters[i], formats=TF_FORMATS)
+        return i
+
+    def predict(rows):
+        scores = predict_scores(model, sidecar, table.iloc[rows].reset_index(drop=True),
+                                [posters[i] for i in rows] if posters is not None else None, args.batch_size)
+        return [{"predicted_score": round(float(score), 3)} for score in scores]
+
+    outcomes = batch.run_batch(list(range(len(table))), load, predict, CHUNK_ROWS, desc="scoring", unit="row")
+    out = batch.outcome_table("anime_id", table["anime_id"].tolist(), outcomes, ["predicted_score"])
+    out.insert(1, "name", table["name"])
+    print(f"{sum(o.ok for o in outcomes)} of {len(table)} rows scored with {model_file.name} ({args.kind} model)")
+    batch.finish(out, outcomes, args.out, "rows")
+
+
+def deprecated(old, new):
+    import sys
+
+    print(f"warning: {old} is deprecated and will be removed in the next minor version; use {new}", file=sys.stderr)
 
 
 def poster_paths(csv, table, images):
     """Each row's poster: the CSV's image_path column if it has one (None where blank), else
     IMAGES/<anime_id>.jpg."""
+    import pandas as pd
+
+    from animeml.core.io import PipelineError
+
     columns = pd.read_csv(csv, nrows=0).columns
     if "image_path" in columns:
         given = pd.read_csv(csv, usecols=["image_path"], dtype=str, keep_default_na=False)["image_path"]
-        return [csv.parent / p if p else None for p in given]
+        return [csv.parent / p if p.strip() else None for p in given]
     if images is None:
         raise PipelineError(f"{csv} has no image_path column: give the posters' folder with --images")
     return [images / f"{anime_id}.jpg" for anime_id in table["anime_id"]]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=KINDS, default="hybrid")
-    parser.add_argument("--model-path", type=Path, help="a model .h5 with its .json sidecar "
-                                                        "(default: data/models/<the --model kind's file>)")
-    parser.add_argument("--csv", type=Path, required=True, help="anime rows in the Kaggle 2023 layout")
-    parser.add_argument("--images", type=Path, help="folder of posters named <anime_id>.jpg")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-
-    table = clean_table(read_kaggle_csv(args.csv, required=["anime_id", "Name"]))  # new anime have no Score
-    model, sidecar = load_score_model(args.model, args.model_path or model_path(args.model))
-    reasons = np.full(len(table), "", dtype=object)
-    posters = None
-    if "image" in sidecar["inputs"]:
-        posters = poster_paths(args.csv, table, args.images)
-        reasons = np.array([poster_problem(p) if p else "no poster given in image_path" for p in posters],
-                           dtype=object)
-    if "metadata" in sidecar["inputs"]:
-        empty = nothing_known(table, sidecar) & (reasons == "")
-        reasons[empty] = "neither synopsis nor metadata (genres, type, episodes, ...) is known"
-
-    scorable = reasons == ""
-    predicted = np.full(len(table), np.nan)
-    if scorable.any():
-        rows = table[scorable].reset_index(drop=True)
-        predicted[scorable] = predict_scores(model, sidecar, rows,
-                                             [p for p, ok in zip(posters, scorable) if ok] if posters else None,
-                                             args.batch_size)
-    out = pd.DataFrame({"anime_id": table["anime_id"], "name": table["name"],
-                        "predicted_score": np.round(predicted, 3), "reason": reasons})
-    write_csv(out, args.out)
-    print(f"wrote {args.out}: {scorable.sum()} of {len(table)} rows scored with the {args.model} model"
-          + (f", {len(table) - scorable.sum()} with a reason instead" if not scorable.all() else ""))
-
-
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)
