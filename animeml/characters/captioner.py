@@ -190,10 +190,11 @@ def words_of(ids, vocabulary):
 
 
 def caption_images(model, vocabulary, fetch, count, image_size, batch_size=32, beam_size=1, desc="captioning"):
-    """Captions of `count` images given as encoded bytes by `fetch(i)`, in order, with a progress bar."""
+    """Captions of `count` images given as encoded bytes by `fetch(i)`, in order, with a progress bar unless
+    `desc` is None."""
     encoder = model.get_layer("image_encoder")
     captions = []
     for batch in tqdm(image_dataset(fetch, count, image_size, batch_size), total=-(-count // batch_size),
-                      desc=desc, unit="batch"):
+                      desc=desc, unit="batch", disable=desc is None):
         captions += decode(model, vocabulary, encoder(batch, training=False), beam_size)
     return captions
