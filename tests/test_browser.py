@@ -1,0 +1,89 @@
+"""A real browser (headless Chromium + Selenium) on the report opened from disk and on the app on a free local port:
+search "bebop", open Cowboy Bebop, star it, recommend and see its film, upload an illustration and see a named face,
+and no console error anywhere. Skips with a message when Chromium or chromedriver is not installed."""
+import pytest
+
+from animeml.report.screenshots import browser_missing
+
+pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=f"no headless browser: {browser_missing()}")
+
+ALL_IMAGES_LOADED = "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+
+
+def console_errors(driver):
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from test_app import tiny_data
+    from test_report import tiny_run
+
+    from animeml.report.build import build_report
+
+    root = tiny_run(tiny_data(tmp_path_factory.mktemp("data")))
+    build_report(root, root / "reports")
+    return root
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from animeml.report.screenshots import chrome
+
+    with chrome() as browser:
+        yield browser
+
+
+def test_report_opens_from_disk_with_every_image(data, driver):
+    pages = sorted((data / "reports").glob("*.html"))
+    assert len(pages) == 6
+    for page in pages:
+        driver.get(page.as_uri())
+        assert driver.execute_script(ALL_IMAGES_LOADED), page.name
+    driver.get((data / "reports" / "score.html").as_uri())
+    assert len(driver.find_elements("css selector", "figure img")) >= 1
+    assert console_errors(driver) == []
+
+
+def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from animeml.app.main import create_app
+    from animeml.report.screenshots import serve
+    from test_app import CHARACTERS, FACE_IMAGE
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
+    wait = WebDriverWait(driver, 30)
+    with serve(create_app()) as url:
+        driver.get(url + "/anime")
+        driver.find_element(By.ID, "q").send_keys("bebop")
+        driver.find_element(By.ID, "search").click()
+        wait.until(seen.presence_of_element_located((By.LINK_TEXT, "Cowboy Bebop"))).click()
+        assert wait.until(seen.presence_of_element_located((By.ID, "title"))).text == "Cowboy Bebop"
+        assert driver.execute_script(ALL_IMAGES_LOADED)  # its poster
+        driver.find_element(By.ID, "star").click()
+        assert "in favourites" in wait.until(seen.presence_of_element_located((By.ID, "star"))).text
+
+        driver.find_element(By.ID, "tab-favorites").click()
+        assert "Cowboy Bebop" in wait.until(seen.presence_of_element_located((By.ID, "favourites"))).text
+        driver.find_element(By.ID, "recommend").click()
+        table = wait.until(seen.presence_of_element_located((By.ID, "recommendations")))
+        assert "Cowboy Bebop: Tengoku no Tobira" in table.text
+
+        driver.find_element(By.ID, "tab-characters").click()
+        if FACE_IMAGE.is_file():
+            wait.until(seen.presence_of_element_located((By.ID, "image"))).send_keys(str(FACE_IMAGE))
+            driver.find_element(By.ID, "upload").click()
+            names = [cell.text for cell in wait.until(
+                seen.presence_of_all_elements_located((By.CSS_SELECTOR, "#faces td.name")))]
+            assert names and set(names) <= set(CHARACTERS)
+            assert driver.execute_script(ALL_IMAGES_LOADED)  # the image with its boxes drawn
+
+        driver.find_element(By.ID, "tab-reports").click()
+        wait.until(seen.title_contains("Results"))
+        assert driver.execute_script(ALL_IMAGES_LOADED)
+    assert console_errors(driver) == []
+    if not FACE_IMAGE.is_file():
+        pytest.skip(f"{FACE_IMAGE} (../shared) is absent: the rest passed, the face upload was not tried")
