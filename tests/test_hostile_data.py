@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from animeml.core import cli
+from animeml.core.http import BadBody, read_body
+from animeml.core.jikan import RateLimiter
 from animeml.core.paths import ROOT
 from animeml.core.posters import is_valid_image
 from animeml.core.table import read_kaggle_csv
@@ -342,3 +344,39 @@ def test_help_answers_at_once_without_tensorflow(step):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
     assert time.monotonic() - started < 1.5 and result.returncode == 0, result.stderr
     assert "heavy: []" in result.stdout and "--config" in result.stdout and not result.stderr
+
+
+# --- the bounds themselves -------------------------------------------------------------------------------
+
+def test_rate_limiter_keeps_both_jikan_limits(capsys):
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    limiter = RateLimiter(3.0, 60, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for _ in range(150):
+        limiter.wait()
+        sent.append(now[0])
+    assert all(sent[i + 3] - sent[i] >= 1.0 - 1e-9 for i in range(len(sent) - 3)), "over 3 requests a second"
+    assert all(sent[i + 60] - sent[i] >= 60.0 - 1e-9 for i in range(len(sent) - 60)), "over 60 requests a minute"
+    assert sent[-1] < 150, "waits no longer than the limits need"
+    assert "60 requests a minute" in capsys.readouterr().err
+
+
+class DribblingResponse:
+    """A response whose body arrives one byte at a time, each before any socket timeout."""
+    headers = {}
+
+    def iter_content(self, size):
+        while True:
+            time.sleep(0.05)
+            yield b"x"
+
+
+def test_a_body_that_dribbles_forever_is_cut_off():
+    started = time.monotonic()
+    with pytest.raises(BadBody, match="too slow"):
+        read_body(DribblingResponse(), 10_000, max_seconds=0.5)
+    assert time.monotonic() - started < 2

@@ -2,6 +2,7 @@
 5xx and 429, and `Retry-After` obeyed only up to `max_wait` seconds, with a line saying so when it waits."""
 import sys
 import threading
+import time
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -15,6 +16,10 @@ MAX_REDIRECTS = 5
 
 class UnsafeURL(requests.exceptions.RequestException):
     """A URL (or a redirect target) that is not http(s) with a host."""
+
+
+class BadBody(requests.exceptions.RequestException):
+    """A response body too large, or too slow to arrive."""
 
 
 class Stopped(Exception):
@@ -93,9 +98,27 @@ def make_session(retries=4, backoff=0.5, pool_size=16, max_wait=60.0):
     return Session(retry, pool_size)
 
 
+def read_body(response, max_bytes, max_seconds, stop=None):
+    """The body of a streamed response, at most `max_bytes` and within `max_seconds` (a server that sends a byte a
+    second never trips a socket timeout), stopping early once `stop` is set."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BadBody(f"too large ({declared} bytes)")
+    data, deadline = bytearray(), time.monotonic() + max_seconds
+    for chunk in response.iter_content(64 * 1024):
+        data += chunk
+        if len(data) > max_bytes:
+            raise BadBody(f"too large (over {max_bytes} bytes)")
+        if time.monotonic() > deadline:
+            raise BadBody(f"too slow (no complete answer within {max_seconds:g} s)")
+        if stop is not None and stop.is_set():
+            raise Stopped("interrupted")
+    return bytes(data)
+
+
 def failure_reason(err):
     """One short line for a failed request, for a failures CSV or an error message."""
-    if isinstance(err, UnsafeURL):
+    if isinstance(err, (UnsafeURL, BadBody)):
         return str(err)
     if isinstance(err, requests.exceptions.TooManyRedirects):
         return f"more than {MAX_REDIRECTS} redirects (a redirect loop?)"

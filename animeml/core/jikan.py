@@ -15,12 +15,13 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from animeml.core.http import check_url, failure_reason, make_session
+from animeml.core.http import check_url, failure_reason, make_session, read_body
 from animeml.core.io import PipelineError, write_json
 from animeml.core.table import INT64_MAX, KAGGLE_COLUMNS, SCORE_RANGE, whole_number
 
 MAX_PAGES = 5000  # Jikan lists about 1,100 pages of 25 anime; a server that never stops is cut here
 TIMEOUT = 30.0
+MAX_BODY = 20 * 1024 * 1024  # a page of 25 anime is about 100 KB
 
 
 class JikanError(PipelineError):
@@ -82,17 +83,18 @@ class JikanClient:
         url = f"{self.api_base}/{path.lstrip('/')}"
         self.limiter.wait()
         try:
-            response = self.session.get(url, params=params, timeout=TIMEOUT)
+            with self.session.get(url, params=params, timeout=TIMEOUT, stream=True) as response:
+                if response.status_code != 200:
+                    hint = " (still rate limited after retries: try later)" if response.status_code == 429 else ""
+                    raise JikanError(f"Jikan answered {response.status_code} for {response.url}{hint}")
+                data = read_body(response, MAX_BODY, 4 * TIMEOUT)
         except requests.exceptions.RequestException as err:
             raise JikanError(f"{url}: {failure_reason(err)}") from None
-        if response.status_code != 200:
-            hint = " (still rate limited after retries: try again later)" if response.status_code == 429 else ""
-            raise JikanError(f"Jikan answered {response.status_code} for {response.url}{hint}")
         try:
-            body = response.json()
+            body = json.loads(data)
         except ValueError:
             kind = response.headers.get("Content-Type", "no content type")
-            raise JikanError(f"{response.url} did not answer JSON ({kind}; it starts {response.text[:40]!r})") from None
+            raise JikanError(f"{response.url} did not answer JSON ({kind}; it starts {data[:40]!r})") from None
         checked(body, validate, response.url)
         write_json(body, cached)
         return body

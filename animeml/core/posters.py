@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 from tqdm import tqdm
 
-from animeml.core.http import Stopped, check_url, failure_reason, make_session
+from animeml.core.http import Stopped, check_url, failure_reason, make_session, read_body
 from animeml.core.imagefile import MAX_PIXELS, ImageUnreadable, check_image
 from animeml.core.io import atomic_path, write_csv
 from animeml.core.table import INDEX_COLUMNS, INDEX_NAME, read_poster_index
@@ -78,7 +78,8 @@ def is_valid_image(path, max_pixels=MAX_PIXELS):
 
 
 def fetch_image(session, url, timeout, max_bytes):
-    """The body of an image response at `url`, at most `max_bytes`, or Rejected with the reason."""
+    """The body of an image response at `url`, at most `max_bytes` and within 10 timeouts, or Rejected with the
+    reason."""
     try:
         with session.get(url, timeout=timeout, stream=True) as response:
             if response.status_code != 200:
@@ -86,15 +87,7 @@ def fetch_image(session, url, timeout, max_bytes):
             kind = response.headers.get("Content-Type", "")
             if not kind.startswith("image/"):
                 raise Rejected(f"not an image ({kind or 'no content type'})")
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise Rejected(f"too large ({declared} bytes)")
-            data = bytearray()
-            for chunk in response.iter_content(64 * 1024):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise Rejected(f"too large (over {max_bytes} bytes)")
-            return bytes(data)
+            return read_body(response, max_bytes, 10 * timeout, getattr(session, "stop", None))
     except requests.exceptions.RequestException as err:
         raise Rejected(failure_reason(err)) from None
 
