@@ -10,25 +10,72 @@ validation than where it started).
     python AnimeScorePredictionAllParameters/05_train_hybrid_model.py --backbone efficientnet_lite0 --image-size 192 192
 Writes data/models/anime_hybrid_model.h5 + .json and data/reports/score/anime_hybrid_model_{history.csv,curve.png}.
 """
-import argparse
+from pathlib import Path
 
-import keras
+from animeml.core import cli, paths
+from animeml.core.trainer_flags import BACKBONES, add_training_flags
 
-from animeml.core.backbones import build_backbone
-from animeml.core.cli import run
-from animeml.score.features import model_inputs
-from animeml.score.models import (add_poster_training_args, build_hybrid_model, load_score_model, make_sidecar,
-                                  poster_calibration, report_title, scored_poster_rows, train_poster_model)
+SETTINGS = dict(
+    backbone="efficientnet_lite0",
+    weights="imagenet",
+    image_size=[192, 192],
+    epochs=8,
+    finetune_epochs=4,
+    finetune_layers=20,
+    learning_rate=1e-3,
+    finetune_learning_rate=1e-4,
+    batch_size=32,
+    patience=3,
+    seed=42,
+)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_poster_training_args(parser)
-    args = parser.parse_args()
-    keras.utils.set_random_seed(args.seed)
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--backbone", choices=BACKBONES, default=SETTINGS["backbone"], help="image backbone")
+    parser.add_argument("--weights", choices=["imagenet", "none"], default=SETTINGS["weights"],
+                        help="pretrained backbone weights (small_cnn always starts from scratch)")
+    parser.add_argument("--image-size", type=cli.positive_int, nargs=2, default=SETTINGS["image_size"],
+                        metavar=("H", "W"), help="poster height and width in pixels")
+    parser.add_argument("--epochs", type=cli.positive_int, default=SETTINGS["epochs"],
+                        help="epochs with the backbone frozen")
+    parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
+                        help="epochs with the top of the backbone unfrozen")
+    parser.add_argument("--finetune-layers", type=cli.non_negative_int, default=SETTINGS["finetune_layers"],
+                        help="top backbone layers to fine-tune")
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=SETTINGS["learning_rate"],
+                        help="Adam learning rate with the backbone frozen")
+    parser.add_argument("--finetune-learning-rate", type=cli.positive_float,
+                        default=SETTINGS["finetune_learning_rate"], help="Adam learning rate of fine-tuning")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="posters per batch and device")
+    parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
+                        help="epochs without improvement before a phase stops")
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
+    add_training_flags(parser, seed=SETTINGS["seed"])
+    args = cli.parse(parser, argv)
 
-    text_model, text_sidecar = load_score_model("text")
-    table, split = scored_poster_rows(args.merged)
+    from animeml.core import trainer
+    from animeml.core.backbones import build_backbone
+    from animeml.core.io import PipelineError
+    from animeml.core.runs import RunRecord
+    from animeml.core.store import ModelMissing
+    from animeml.score.features import model_inputs
+    from animeml.score.models import (build_hybrid_model, load_score_model, make_sidecar, model_path,
+                                      poster_calibration, report_title, reports_path, save_score_model,
+                                      scored_poster_rows, train_poster_model)
+
+    record = RunRecord("score/05_train_hybrid_model", cli.settings_of(args),
+                       inputs={"merged": args.merged, "text_model": model_path("text")})
+    strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)
+    try:
+        text_model, text_sidecar = load_score_model("text")
+    except ModelMissing as err:
+        raise PipelineError(f"{err}: train it with AnimeScorePredictionAllParameters/04_train_text_model.py") from None
+    try:
+        table, split = scored_poster_rows(args.merged)
+    except PipelineError as err:
+        raise PipelineError(f"{err}: run AnimeScorePredictionAllParameters/03_merge_data.py first") from None
     sidecar = make_sidecar("hybrid", text_sidecar["score_train_mean"], encoder=text_sidecar["encoder"],
                            backbone=args.backbone, image_size=args.image_size,
                            embedding_model=text_sidecar["embedding_model"])
@@ -36,16 +83,30 @@ def main():
     train = split == "train"
     text_scores = text_model.predict({k: v[train] for k, v in inputs.items()}, verbose=0).reshape(-1)
     calibration = poster_calibration(text_scores, table.loc[train, "score"])
-    backbone = build_backbone(args.backbone, args.image_size, weights=None if args.weights == "none" else "imagenet")
-    model = build_hybrid_model(backbone, text_model, calibration)
+    weights = None if args.weights == "none" else "imagenet"
+    path = model_path("hybrid")
 
-    title = report_title(f"Hybrid model ({args.backbone})", sidecar["with_post_release"])
-    history = train_poster_model(model, table, split, inputs, sidecar, args, title)
-    best = history.loc[history["val_loss"].idxmin()]
+    def build():  # inside the strategy's scope: the nested text model is loaded again there
+        return build_hybrid_model(build_backbone(args.backbone, args.image_size, weights=weights),
+                                  load_score_model("text")[0], calibration)
+
+    model, history = train_poster_model(
+        build,
+        table, split, inputs, args.image_size, strategy=strategy, epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers, learning_rate=args.learning_rate,
+        finetune_learning_rate=args.finetune_learning_rate, batch_size=args.batch_size, patience=args.patience,
+        from_scratch=args.backbone == "small_cnn", seed=args.seed, backup_dir=path.with_suffix(".backup"),
+        resume=args.resume)
+    best = trainer.best_row(history)
+    save_score_model(model, path, sidecar, run=record.finish({"val_mae": float(best["val_mae"]),
+                                                              "val_loss": float(best["val_loss"])}))
+    trainer.write_history(history, reports_path() / path.stem,
+                          report_title(f"Hybrid model ({args.backbone})", sidecar["with_post_release"]),
+                          metrics=("loss", "mae"))
     print(f"wrote the hybrid model ({args.backbone}): {train.sum()} train posters, validation MAE "
           f"{best['val_mae']:.3f} at epoch {int(best['epoch'])} (text model calibrated on the train posters, "
           f"{calibration[0]:.3f} x + {calibration[1]:.3f}: {history['val_mae'].iloc[0]:.3f})")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""The three score models, their files, and the training loop they share.
+"""The three score models and their files; they train through animeml.core.trainer.
 
     vision: image -> score                       data/models/anime_vision_only_model.h5
     hybrid: image + metadata + synopsis -> score data/models/anime_hybrid_model.h5
@@ -13,14 +13,11 @@ posters (they are mostly top-rated anime, in a narrow score range the text model
 poster correction that starts at zero: before any training it is the calibrated text model, and training can only
 move it where validation agrees.
 """
-import json
 from pathlib import Path
 
 import joblib
 import keras
-import matplotlib
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 from keras import layers
 
@@ -32,16 +29,11 @@ from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from animeml.core import paths
-from animeml.core.backbones import BACKBONES, set_trainable
-from animeml.core.io import PipelineError, atomic_path, write_csv, write_json
-from animeml.core.store import save_model
+from animeml.core import paths, store, trainer
 from animeml.core.images import image_dataset
+from animeml.core.io import PipelineError, atomic_path
 from animeml.core.table import read_merged
 from animeml.score.features import encode_metadata, metadata_layout, model_inputs, score_split
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 MODEL_STEMS = {"vision": "anime_vision_only_model", "hybrid": "anime_hybrid_model", "text": "anime_text_model"}
 MODEL_INPUTS = {"vision": ["image"], "hybrid": ["image", "metadata", "synopsis"], "text": ["metadata", "synopsis"]}
@@ -49,7 +41,7 @@ FROM_SCRATCH = ("small_cnn",)  # backbones without pretrained weights: trained w
 
 
 def model_path(kind):
-    return paths.models_dir() / f"{MODEL_STEMS[kind]}.h5"
+    return store.model_file("anime", MODEL_STEMS[kind].removeprefix("anime_"))
 
 
 def reports_path():
@@ -79,7 +71,7 @@ SYNOPSIS_COMPONENTS = 32  # principal components of the synopsis embedding that 
 
 
 def boosting_path(path):
-    return path.with_name(f"{path.stem}_boosting.joblib")
+    return store.companion(path, "_boosting.joblib")
 
 
 def fit_boosting(inputs, scores, seed=0):
@@ -111,35 +103,42 @@ def blended_scores(network_scores, inputs, sidecar):
     return (1 - boosting["weight"]) * network_scores + boosting["weight"] * boosted
 
 
-def write_sidecar(path, sidecar):
-    """<model>.json, and the train synopsis vectors of the neighbours group (if any) in <model>_neighbours.npz."""
+def write_sidecar(path, sidecar, run=None):
+    """<model>.json (with the run record `run`), and the train synopsis vectors of the neighbours group (if any)
+    in <model>_neighbours.npz."""
     neighbours = (sidecar["encoder"] or {}).get("neighbours")
     if neighbours:
-        arrays_path = path.with_name(f"{path.stem}_neighbours.npz")
+        arrays_path = store.companion(path, "_neighbours.npz")
         with atomic_path(arrays_path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **{name: neighbours[name] for name in NEIGHBOUR_ARRAYS})
         stored = {k: v for k, v in neighbours.items() if k not in NEIGHBOUR_ARRAYS}
         sidecar = {**sidecar, "encoder": {**sidecar["encoder"], "neighbours": {**stored, "file": arrays_path.name}}}
-    write_json(sidecar, path.with_suffix(".json"))
+    store.write_sidecar(path, {**sidecar, **({"run": run} if run is not None else {})})
+
+
+def save_score_model(model, path, sidecar, run=None):
+    """The model's .h5 and its sidecar (with the run record) in the model store."""
+    store.save_model(model, path)
+    write_sidecar(path, sidecar, run)
 
 
 def load_score_model(kind, path=None):
-    """(model, sidecar) of a trained model; a missing file is a one-line PipelineError naming the step."""
-    path = path or model_path(kind)
-    if not path.exists() or not path.with_suffix(".json").exists():
-        step = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py",
-                "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
-                "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}[kind]
-        raise PipelineError(f"{path} (or its .json sidecar) not found: train it with {step}")
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    if sidecar.get("boosting"):
-        sidecar["boosting"]["model"] = joblib.load(path.with_name(sidecar["boosting"]["file"]))
-    neighbours = (sidecar["encoder"] or {}).get("neighbours")
-    if neighbours:
-        with np.load(path.with_name(neighbours["file"])) as arrays:
-            neighbours.update({name: arrays[name] for name in NEIGHBOUR_ARRAYS})
-    return keras.models.load_model(path, compile=False), sidecar
+    """(model, sidecar) of a trained model, with the gradient boosting and neighbour vectors kept beside it; a
+    missing or corrupt file raises animeml.core.store.ModelMissing naming it."""
+    path = Path(path or model_path(kind))
+    model, sidecar = store.load_model(path)
+    try:
+        if sidecar.get("boosting"):
+            sidecar["boosting"]["model"] = joblib.load(path.with_name(sidecar["boosting"]["file"]))
+        neighbours = (sidecar.get("encoder") or {}).get("neighbours")
+        if neighbours:
+            with np.load(path.with_name(neighbours["file"])) as arrays:
+                neighbours.update({name: arrays[name] for name in NEIGHBOUR_ARRAYS})
+    except (OSError, ValueError, KeyError) as err:
+        raise store.ModelMissing(f"a file beside model {path} is missing or corrupt ({type(err).__name__}: "
+                                 f"{err})") from None
+    return model, sidecar
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ def score_head(x, score_mean, name="score"):
     """A linear score that starts as the training mean: the first epochs are not spent finding it, and the
     untrained model is the mean baseline."""
     return layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(score_mean),
-                        name=name)(x)
+                        dtype="float32", name=name)(x)
 
 
 def build_text_model(metadata_dim, synopsis_dim, score_mean, hidden=256, dropout=0.5, name="text_model"):
@@ -191,8 +190,9 @@ def build_hybrid_model(backbone, text_model, calibration=(1.0, 0.0), hidden=64, 
     correction = score_head(x, 0.0, name="poster_correction")
     slope, intercept = calibration
     calibrated = layers.Dense(1, kernel_initializer=keras.initializers.Constant(slope),
-                              bias_initializer=keras.initializers.Constant(intercept), name="text_calibration")
-    score = layers.Add(name="score")([calibrated(text_score), correction])
+                              bias_initializer=keras.initializers.Constant(intercept), dtype="float32",
+                              name="text_calibration")
+    score = layers.Add(dtype="float32", name="score")([calibrated(text_score), correction])
     return keras.Model({"image": image, "metadata": metadata, "synopsis": synopsis}, score, name="hybrid_model")
 
 
@@ -248,27 +248,11 @@ def nothing_known(table, sidecar):
 
 # --- the poster models (steps 05 and OnlyPoster/01) -------------------------------------------------------
 
-def add_poster_training_args(parser, epochs=8, finetune_epochs=4):
-    parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
-    parser.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
-                        help="pretrained backbone weights (small_cnn always starts from scratch)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[192, 192], metavar=("H", "W"))
-    parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the backbone frozen")
-    parser.add_argument("--finetune-epochs", type=int, default=finetune_epochs,
-                        help="epochs with the top of the backbone unfrozen")
-    parser.add_argument("--finetune-layers", type=int, default=20, help="top backbone layers to fine-tune")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--finetune-learning-rate", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
-    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
-    parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy and TensorFlow")
-
-
 def scored_poster_rows(merged_csv):
-    """Poster rows of data/ani_data_merged.csv that have a score, and the shared split of each."""
+    """Poster rows of the merged table that have a score, and the shared split of each."""
+    merged_csv = Path(merged_csv)
     if not merged_csv.exists():
-        raise PipelineError(f"{merged_csv} not found: run step 03 (03_merge_data.py) first")
+        raise PipelineError(f"{merged_csv} not found")
     table = read_merged(merged_csv)
     table = table[table["score"].notna()].reset_index(drop=True)
     split = score_split(table["anime_id"])
@@ -277,105 +261,22 @@ def scored_poster_rows(merged_csv):
     return table, split
 
 
-def train_poster_model(model, table, split, inputs, sidecar, args, title):
-    """Fit a model with an image input on the train posters (augmented, cached decoded) against the validation
-    posters; write its .h5, sidecar, history CSV and curve. Returns the history."""
-    def dataset(part, training):
+def train_poster_model(build, table, split, inputs, image_size, strategy=None, epochs=8, finetune_epochs=4,
+                       finetune_layers=20, learning_rate=1e-3, finetune_learning_rate=1e-4, batch_size=32,
+                       patience=3, from_scratch=False, seed=42, backup_dir=None, resume=False):
+    """Train the model `build()` makes (an image input, maybe more `inputs`) on the train posters (augmented,
+    cached decoded) against the validation posters with MSE; returns (model with its best weights, history)."""
+    def data(part, training):
         rows = split == part
-        return image_dataset(table.loc[rows, "image_path"], table.loc[rows, "score"].to_numpy(np.float32),
-                             features={k: v[rows] for k, v in inputs.items()} or None,
-                             image_size=args.image_size, batch_size=args.batch_size, training=training,
-                             cache=True)
-    path = model_path(sidecar["kind"])
-    write_sidecar(path, sidecar)
-    history = train_score_model(model, dataset("train", True), dataset("val", False), path,
-                                epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                                finetune_layers=args.finetune_layers, learning_rate=args.learning_rate,
-                                finetune_learning_rate=args.finetune_learning_rate, patience=args.patience,
-                                from_scratch=args.backbone in FROM_SCRATCH)
-    write_history(history, reports_path() / path.stem, title)
-    return history
-
-
-# --- training --------------------------------------------------------------------------------------------
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """Keep the weights (and save the model at `path`, unless None) whenever validation loss beats the best so
-    far, across every phase of training."""
-
-    def __init__(self, path, best=np.inf):
-        super().__init__()
-        self.path, self.best, self.best_weights = path, best, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs["val_loss"] < self.best:
-            self.best, self.best_weights = logs["val_loss"], self.model.get_weights()
-            if self.path is not None:
-                save_model(self.model, self.path)
-
-
-def train_score_model(model, train_ds, val_ds, path, epochs, finetune_epochs=0, finetune_layers=0,
-                      learning_rate=1e-3, finetune_learning_rate=1e-4, patience=5, from_scratch=False, loss="mse"):
-    """Train with `loss` (MSE unless told), keep the best validation checkpoint (saved at `path` unless None),
-    return the history (one row per epoch).
-
-    With a layer named "backbone": `epochs` with the backbone frozen, then `finetune_epochs` with its top
-    `finetune_layers` unfrozen at `finetune_learning_rate`; `from_scratch` trains it whole in one phase.
-    The untrained model is evaluated first and saved, so the checkpoint is never worse on validation than
-    where training started. Each phase stops early after `patience` epochs without improvement.
-    """
-    backbone = next((layer for layer in model.layers if layer.name == "backbone"), None)
-    phases = [("train", epochs, learning_rate, None)]
-    if backbone is not None and from_scratch:
-        backbone.trainable = True
-    elif backbone is not None:
-        phases = [("frozen", epochs, learning_rate, 0),
-                  ("finetune", finetune_epochs, finetune_learning_rate, finetune_layers)]
-    checkpoint = BestCheckpoint(path)
-    checkpoint.set_model(model)
-    rows = []
-    for phase, phase_epochs, rate, top_layers in phases:
-        if phase_epochs == 0:
-            continue
-        if top_layers is not None:
-            set_trainable(backbone, top_layers)
-        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["mae"])
-        if not rows:
-            start = model.evaluate(val_ds, verbose=0, return_dict=True)
-            rows.append({"epoch": 0, "phase": "start", "val_loss": start["loss"], "val_mae": start["mae"]})
-            checkpoint.on_epoch_end(0, {"val_loss": start["loss"]})
-        stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-        fit = model.fit(train_ds, validation_data=val_ds, epochs=phase_epochs, callbacks=[checkpoint, stop],
-                        verbose=2)
-        for values in zip(*fit.history.values()):
-            rows.append({"epoch": len(rows), "phase": phase, **dict(zip(fit.history, values))})
-    model.set_weights(checkpoint.best_weights)
-    return pd.DataFrame(rows)
-
-
-def write_history(history, stem, title):
-    """`stem`_history.csv and `stem`_curve.png: training and validation loss and MAE per epoch (one line per
-    ensemble member where the history has a `member` column)."""
-    write_csv(history, stem.with_name(f"{stem.name}_history.csv"))
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    members = history.groupby("member") if "member" in history.columns else [(None, history)]
-    for member, rows in members:
-        suffix = "" if member is None else f" {member}"
-        for axis, metric in zip(axes, ["loss", "mae"]):
-            trained = rows[rows["phase"] != "start"]
-            axis.plot(trained["epoch"], trained[metric], "o-", label=f"train{suffix}")
-            axis.plot(rows["epoch"], rows[f"val_{metric}"], "o-", label=f"validation{suffix}")
-            for epoch in rows.loc[rows["phase"] == "finetune", "epoch"].head(1):
-                axis.axvline(epoch - 0.5, color="grey", linestyle="--", label="fine-tune starts")
-    for axis, metric in zip(axes, ["loss", "mae"]):
-        axis.set(xlabel="epoch", ylabel="loss (training objective)" if metric == "loss" else "MAE",
-                 title=metric.upper())
-        axis.legend(fontsize="small")
-    figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_path(stem.with_name(f"{stem.name}_curve.png")) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+        return lambda batch: image_dataset(
+            table.loc[rows, "image_path"], table.loc[rows, "score"].to_numpy(np.float32),
+            features={k: v[rows] for k, v in inputs.items()} or None, image_size=image_size, batch_size=batch,
+            training=training, cache=True, seed=seed)
+    return trainer.fit(build, data("train", True), data("val", False), loss="mse", metrics=["mae"],
+                       strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
+                       finetune_layers=finetune_layers, learning_rate=learning_rate,
+                       finetune_learning_rate=finetune_learning_rate, batch_size=batch_size, patience=patience,
+                       from_scratch=from_scratch, backup_dir=backup_dir, resume=resume)
 
 
 # --- baselines -------------------------------------------------------------------------------------------
