@@ -197,7 +197,24 @@ def test_tags_with_threshold(client):
     assert low.status_code == 200 and all(tag in low.text for tag in TAGS)
     high = client.post("/tags", files={"image": ("a.png", image_bytes(), "image/png")}, data={"threshold": "1"})
     assert "no tag reaches its threshold" in high.text
-    assert "06_finetune_blip.py" in high.text  # no caption model: the tab says which step makes one
+    assert "07_train_captioner.py" in high.text  # no caption model: the tab says which step makes one
+
+
+def test_caption_shown_when_a_captioner_exists(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from animeml.app.main import create_app
+    from animeml.characters.captioner import build_captioner
+    from animeml.core.store import save_model
+
+    root = tiny_data(tmp_path)
+    vocabulary = ["<pad>", "<unk>", "<start>", "<end>", "blonde", "hair"]
+    model = build_captioner("small_cnn", 32, len(vocabulary), 4, embed_dim=8, ff_dim=8, heads=1, pretrained=False)
+    save_model(model, root / "models" / "captioner_small_cnn.h5",
+               {"kind": "keras_captioner", "vocabulary": vocabulary, "image_size": 32, "sequence_length": 4})
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(root))
+    page = TestClient(create_app()).post("/tags", files={"image": ("a.png", image_bytes(), "image/png")})
+    assert page.status_code == 200 and 'id="caption"' in page.text and "07_train_captioner.py" not in page.text
 
 
 def test_report_tab_and_unknown_page(client):

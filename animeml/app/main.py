@@ -193,11 +193,7 @@ def create_app(state=None):
         order = np.argsort(-probabilities)
         found = [{"tag": names[j], "confidence": float(probabilities[j]), "threshold": float(cut[j])}
                  for j in order if probabilities[j] >= cut[j]]
-        caption = None
-        if state.captioner is not None:
-            from PIL import Image
-            from animeml.characters.captions import generate_captions
-            caption = generate_captions(*state.captioner, [Image.fromarray(rgb)])[0]
+        caption = describe(state.captioner, rgb) if state.captioner else None
         return page(request, "tags.html", "tags", tags=found, caption=caption, threshold=threshold,
                     filename=image.filename, image=png_data_url(rgb, max_side=384))
 
@@ -240,6 +236,19 @@ def recommend_for(rec, anime_ids, k, exclude_franchise):
     shown = rec.table_of(top, result)
     shown["because_of"] = rec.table.loc[result.closest[top], "name"].to_numpy()
     return shown.to_dict("records")
+
+
+def describe(captioner, rgb):
+    """The caption of an RGB image by a BLIP or Keras captioner, the calls of caption_images.py."""
+    kind, (first, second) = captioner
+    if kind == "blip":
+        from PIL import Image
+        from animeml.characters.captions import generate_captions
+        return generate_captions(first, second, [Image.fromarray(rgb)])[0]
+    from animeml.characters import captioner as keras_captioner
+    encoded = png_bytes(rgb)
+    return keras_captioner.caption_images(first, second["vocabulary"], lambda i: encoded, 1, second["image_size"],
+                                          desc=None)[0]
 
 
 def local(url):
@@ -285,8 +294,7 @@ def read_upload(upload):
             raise BadUpload(str(err).replace(str(path), upload.filename)) from None
 
 
-def png_data_url(rgb, max_side=None):
-    """An RGB array as an inline PNG (the page carries the drawn image; nothing is kept on disk)."""
+def png_bytes(rgb, max_side=None):
     from PIL import Image
 
     image = Image.fromarray(rgb)
@@ -294,4 +302,9 @@ def png_data_url(rgb, max_side=None):
         image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def png_data_url(rgb, max_side=None):
+    """An RGB array as an inline PNG (the page carries the drawn image; nothing is kept on disk)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb, max_side)).decode()

@@ -11,7 +11,7 @@ STEP_TABLE = "python AnimeScorePredictionAllParameters/01_fetch_metadata.py --cs
 STEP_INDEX = "python Recommendation/01_build_index.py"
 STEP_CHARACTERS = "python CharacterTagging/02_train_characters.py"
 STEP_TAGGER = "python CharacterTagging/03_train_tagger.py"
-STEP_CAPTIONS = "python CharacterTagging/06_finetune_blip.py"
+STEP_CAPTIONS = "python CharacterTagging/07_train_captioner.py (Keras) or 06_finetune_blip.py (BLIP)"
 STEP_REPORT = "python report.py"
 PREFERRED_BACKBONE = "efficientnet_lite0"  # the scripts' default model; another backbone if only that exists
 
@@ -95,18 +95,24 @@ class AppState:
                 self.missing["characters"] = str(err)
 
     def load_captioner(self):
-        """(processor, model) of a BLIP caption model in data/models/, or None with what makes one."""
+        """("blip", (processor, model)) of step 06's BLIP or a downloaded one, else ("keras", (model, sidecar)) of
+        step 07's captioner, else None with the steps that make one."""
         from animeml.characters.captions import load_blip
 
         folder = caption_folder()
-        if folder is None:
-            self.missing["captions"] = f"no caption model in {paths.models_dir()}; run {STEP_CAPTIONS}"
-            return None
+        keras_file = model_file("captioner")
         try:
-            return load_blip(folder)
+            if folder is not None:
+                return "blip", load_blip(folder)
+            if keras_file is not None:
+                from animeml.characters import captioner
+                from animeml.core.store import load_model
+                return "keras", load_model(keras_file, captioner.CUSTOM_OBJECTS)
         except PipelineError as err:
             self.missing["captions"] = str(err)
             return None
+        self.missing["captions"] = f"no caption model in {paths.models_dir()}; run {STEP_CAPTIONS}"
+        return None
 
     def load(self, task, step):
         """(model, sidecar) of the task's model, or None with the step that makes it in `missing`."""

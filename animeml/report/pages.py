@@ -68,9 +68,8 @@ PAGES = [
         Section("Tagger on test faces, next to the tag prior", f"{CHARACTERS}03_train_tagger.py",
                 tables=["tags/metrics.csv", "tags/per_tag.csv"], figures=["tags/pr_curves.png"]),
         Section("Captions", f"{CHARACTERS}08_evaluate_captions.py",
-                tables=["reports/captions/*.csv", "captions/*metrics*.csv"],
-                figures=["reports/captions/*.png", "captions/*.png"]),
-    ], models=["characters_*.json", "tags_*.json", "caption*.json"], runs=["characters", "tags", "caption"]),
+                tables=["captions/*.csv"], figures=["captions/*.png"]),
+    ], models=["characters_*.json", "tags_*.json", "captioner_*.json"], runs=["characters", "tags", "caption"]),
     Page("recommendation", "Recommendation", [
         Section("Franchise hit-rate@10 and genre overlap: hybrid vs metadata, synopsis, popularity, random",
                 f"{RECOMMENDATION}02_evaluate.py",
