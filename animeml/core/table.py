@@ -62,6 +62,8 @@ def check_ids(values, where):
     """`anime_id` values as int64: each a positive whole number that fits, else a PipelineError naming the row."""
     ids = []
     for row, value in enumerate(values, 1):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise PipelineError(f"{where}: anime_id is empty (data row {row})")
         number = whole_number(value)
         if number is None or not 1 <= number <= INT64_MAX:
             raise PipelineError(f"{where}: anime_id {value!r} (data row {row}) is not a positive whole number "
