@@ -1,5 +1,5 @@
 """Benchmark: training images per second of the vision score model, per backbone, in each phase that
-animeml.score.models.train_score_model runs: the backbone frozen, then its top layers fine-tuned.
+the shared trainer (animeml.core.trainer) runs: the backbone frozen, then its top layers fine-tuned.
 
 Posters come through animeml.core.images.image_dataset (augmented, decoded images cached, so the first untimed step
 also fills the cache); backbones start from random weights, which cost the same as ImageNet ones and need no

@@ -114,12 +114,13 @@ def targets_of(dataset):
 def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10, finetune_epochs=0,
         finetune_layers=0, learning_rate=1e-3, finetune_learning_rate=1e-4, batch_size=32, patience=3,
         monitor="val_loss", mode="min", score=None, from_scratch=False, head_data=None, class_weight=None,
-        backup_dir=None, resume=False, verbose=2):
+        backup_dir=None, resume=False, callbacks=(), verbose=2):
     """Build the model with `build()` in `strategy`'s scope and train it; returns (model with its best weights,
     history DataFrame: one row per epoch, `phase` start/frozen/finetune/train, the logs of Keras).
 
     `score(y_val, predictions) -> float` adds `monitor` (e.g. "val_micro_f1", mode "max") from the validation
     predictions. `head_data`: ((x_train, y_train), (x_val, y_val)) backbone features for the frozen phase.
+    `callbacks`: more Keras callbacks for every phase.
     """
     strategy = strategy or make_strategy("one")
     global_batch = batch_size * strategy.num_replicas_in_sync
@@ -166,17 +167,18 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
             train_ds, val_ds = train_data(global_batch), val_images
         with strategy.scope():
             trained.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=list(metrics))
-        callbacks = [ValidationScore(monitor, score, val_ds, y_val)] if score else []
+        phase_callbacks = [ValidationScore(monitor, score, val_ds, y_val)] if score else []
         if not rows:  # the untrained model: the kept weights are never worse on validation than the start
             start = {f"val_{k}": v for k, v in trained.evaluate(val_ds, verbose=0, return_dict=True).items()}
             if score:
                 start[monitor] = float(score(y_val, trained.predict(val_ds, verbose=0)))
             rows.append({"epoch": 0, "phase": "start", **start})
             best.update(start[monitor])
-        callbacks += [best, keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode)]
+        phase_callbacks += [best, keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode)]
         if backup is not None:
-            callbacks.append(keras.callbacks.BackupAndRestore(str(backup / phase)))
-        history = trained.fit(train_ds, validation_data=val_ds, epochs=phase_epochs, callbacks=callbacks,
+            phase_callbacks.append(keras.callbacks.BackupAndRestore(str(backup / phase)))
+        phase_callbacks += list(callbacks)
+        history = trained.fit(train_ds, validation_data=val_ds, epochs=phase_epochs, callbacks=phase_callbacks,
                               class_weight=class_weight, verbose=verbose)
         first = len(rows)
         rows += [{"epoch": first + i, "phase": phase, **{k: float(v[i]) for k, v in history.history.items()}}

@@ -1,0 +1,85 @@
+"""The shared trainer: frozen then fine-tuned phases, resume after an interruption, and two --deterministic runs of
+a step giving the same metrics."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from animeml.core import paths, trainer
+from animeml.core.backbones import build_backbone
+
+
+def tiny_model():
+    backbone = build_backbone("small_cnn", 16)
+    image = keras.Input((16, 16, 3), name="image")
+    features = keras.Input(backbone.output.shape[1:], name="features")
+    head = keras.Model(features, keras.layers.Dense(1, name="score")(features), name="head")
+    return keras.Model(image, head(backbone(image)))
+
+
+def tiny_data(batch_size, n=16):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (n, 16, 16, 3)).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, x.mean(axis=(1, 2, 3)) / 255)).batch(batch_size)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.get_layer("backbone").trainable and epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_after_the_phases_an_interrupted_run_finished(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    settings = dict(loss="mse", epochs=2, finetune_epochs=3, finetune_layers=4, batch_size=8, patience=5,
+                    backup_dir=tmp_path / "backup", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(tiny_model, tiny_data, tiny_data, callbacks=[Interrupt()], **settings)
+    progress = json.loads((tmp_path / "backup" / "progress.json").read_text())
+    assert progress["phases"] == ["frozen"] and len(progress["rows"]) == 3  # start + 2 frozen epochs
+    assert (tmp_path / "backup" / "finetune").is_dir()  # BackupAndRestore's epoch of the interrupted phase
+
+    model, history = trainer.fit(tiny_model, tiny_data, tiny_data, resume=True, **settings)
+    assert "resuming after phase(s) frozen" in capsys.readouterr().out
+    assert history["phase"].tolist()[:3] == ["start", "frozen", "frozen"]
+    assert 1 <= (history["phase"] == "finetune").sum() <= 2  # the interrupted first epoch is not run again
+    assert history["epoch"].tolist() == list(range(len(history)))
+    assert not (tmp_path / "backup").exists()
+    best = history["val_loss"].min()
+    assert model.evaluate(tiny_data(8), verbose=0) == pytest.approx(best, rel=1e-4)  # the best weights are kept
+
+
+def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        colour = ["red hair", "blue hair"][i % 2]
+        pixels = np.clip(rng.normal(0, 20, (20, 20, 3)) + ([200, 30, 30] if i % 2 == 0 else [30, 30, 200]), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(images / f"{i}.png")
+        rows.append({"file": f"{i}.png", "tags": f"1girl, {colour}"})
+    pd.DataFrame(rows).to_csv(images / "tags.csv", index=False)
+    results = []
+    for run in range(2):  # in subprocesses: op determinism, once on, stays on for the whole process
+        done = subprocess.run(
+            [sys.executable, str(paths.ROOT / "CharacterTagging" / "03_train_tagger.py"), "--tags-csv",
+             str(images / "tags.csv"), "--backbone", "small_cnn", "--image-size", "16", "--head-epochs", "2",
+             "--finetune-epochs", "1", "--batch-size", "8", "--deterministic"],
+            env={**os.environ, "ANIMEML_DATA_DIR": str(tmp_path / f"data{run}")}, capture_output=True, text=True,
+            timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "training on 1 device(s)" in done.stdout and "mixed precision off" in done.stdout
+        sidecar = json.loads((tmp_path / f"data{run}" / "models" / "tags_small_cnn.json").read_text())
+        assert sidecar["run"]["settings"]["deterministic"] is True and sidecar["run"]["seed"] == 42
+        assert list((tmp_path / f"data{run}" / "runs").glob("characters_03_train_tagger_*.json"))
+        results.append(pd.read_csv(tmp_path / f"data{run}" / "tags" / "metrics.csv"))
+    pd.testing.assert_frame_equal(results[0], results[1])
+    assert results[0]["map"].between(0, 1).all()
