@@ -15,6 +15,7 @@ import io
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,15 @@ def load_caption_splits(source, val=0.1, test=0.15, seed=42):
 
 # ---- BLIP ----
 
+def _blip_classes():
+    """(BlipProcessor, BlipForConditionalGeneration). Transformers imports triton when present; triton's C extension
+    segfaults once TensorFlow is loaded (as in steps that run both), and it only serves CUDA kernels: hide it."""
+    sys.modules.setdefault("triton", None)
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    return BlipProcessor, BlipForConditionalGeneration
+
+
 def load_blip(folder, device="cpu"):
     """(processor, model) from a local folder written with save_pretrained; one line naming the download if
     there is none."""
@@ -196,8 +206,7 @@ def load_blip(folder, device="cpu"):
         raise PipelineError(f"no BLIP model in {folder}: where there is internet run `python CharacterTagging/"
                             f"caption_images.py --download {BLIP_NAME} --model {folder}`, or copy a folder saved "
                             f"with save_pretrained there")
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
+    BlipProcessor, BlipForConditionalGeneration = _blip_classes()
     try:
         processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True)
@@ -209,8 +218,7 @@ def load_blip(folder, device="cpu"):
 
 def download_blip(name, folder):
     """Fetch the named Hugging Face BLIP model and save processor and weights into `folder`."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
+    BlipProcessor, BlipForConditionalGeneration = _blip_classes()
     try:
         processor = BlipProcessor.from_pretrained(name)
         model = BlipForConditionalGeneration.from_pretrained(name)
