@@ -3,45 +3,57 @@
     python Recommendation/01_build_index.py                  # all-MiniLM-L6-v2 (384-d)
     python Recommendation/01_build_index.py --model use      # Universal Sentence Encoder v3 (512-d, numpy only)
 
-Reads data/raw/anime.csv. Writes data/recommendation/synopsis.faiss (inner product of L2-normalised vectors =
-cosine), synopsis_ids.npy, and franchises.csv (the franchise key derived from each title, see animeml/recommend.py).
+Reads data/raw/anime.csv. Writes to --out-dir (data/recommendation/): synopsis.faiss (inner product of
+L2-normalised vectors = cosine), synopsis_ids.npy, catalogue.parquet (the cleaned table, so that a query does not
+parse the CSV again) and franchises.csv (the franchise key derived from each title, see animeml/recommendation.py).
 Anime without a synopsis stay out of the index and get metadata-only recommendations. The metadata features are
-cheap (about a second) and are rebuilt from the table when the recommender loads.
+cheap and are rebuilt from the catalogue when the recommender loads.
 """
-import argparse
+import sys
 from pathlib import Path
 
-import pandas as pd
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.cli import run
-from animeml.core.io import write_csv
-from animeml.core.embeddings import DIMS, embed_texts
-from animeml.core.table import read_anime_table
-from animeml.core.table import franchise_key
-from animeml.recommendation import save_index
+SETTINGS = dict(model="minilm", batch_size=64)
+MODELS = ["minilm", "use"]  # animeml.core.embeddings.DIMS
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--csv", type=Path, default=paths.raw_csv())
-    parser.add_argument("--model", choices=list(DIMS), default="minilm")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=paths.recommendation_dir())
-    args = parser.parse_args()
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--csv", type=Path, help="anime table (default: data/raw/anime.csv)")
+    parser.add_argument("--model", choices=MODELS, default=SETTINGS["model"], help="sentence embedding model")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="synopses per embedding batch")
+    parser.add_argument("--out-dir", type=Path, help="folder to write (default: data/recommendation)")
+    parser.add_argument("--out", type=Path, help="deprecated spelling of --out-dir")
+    args = cli.parse(parser, argv)
+    if args.out is not None:
+        print("warning: --out is deprecated and will be removed in the next minor version; use --out-dir",
+              file=sys.stderr)
+        args.out_dir = args.out
 
-    table = read_anime_table(args.csv)
+    import pandas as pd
+
+    from animeml.core.embeddings import embed_texts
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.core.table import franchise_key, read_anime_table
+    from animeml.recommendation import save_index
+
+    out_dir = args.out_dir or paths.recommendation_dir()
+    table = read_anime_table(args.csv or paths.raw_csv())
+    if table.empty:
+        raise PipelineError(f"{args.csv or paths.raw_csv()} has no anime rows")
     with_synopsis = table[table["synopsis"].notna()]
     vectors = embed_texts(with_synopsis["synopsis"], model=args.model, batch_size=args.batch_size)
-    save_index(args.out, with_synopsis["anime_id"].to_numpy(), vectors)
+    save_index(out_dir, with_synopsis["anime_id"].to_numpy(), vectors, table)
     franchises = pd.DataFrame({"anime_id": table["anime_id"], "name": table["name"],
                                "franchise": table["name"].map(franchise_key)})
-    write_csv(franchises, args.out / "franchises.csv")
+    write_csv(franchises, out_dir / "franchises.csv")
     shared = franchises["franchise"].duplicated(keep=False)
-    print(f"wrote {args.out}: {len(with_synopsis)} of {len(table)} synopses embedded ({args.model}, "
+    print(f"wrote {out_dir}: {len(with_synopsis)} of {len(table)} synopses embedded ({args.model}, "
           f"{vectors.shape[1]}-d); {shared.sum()} anime in {franchises.loc[shared, 'franchise'].nunique()} "
           f"franchises with 2+ entries")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

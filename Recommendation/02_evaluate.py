@@ -8,24 +8,21 @@ the recommender itself never looks at titles). Methods: hybrid, metadata only (a
 (alpha = 0, queries that have a synopsis), popularity (the k anime with most members: one list for every query,
 so it cannot use the franchise) and k random anime; each leaves out only the query. Also the mean genre Jaccard
 between the query and its top k. Writes data/recommendation/evaluation.csv (one row per query and method) and
-evaluation_summary.csv (hit rate with a 95% normal-approximation interval, per subset of queries).
+evaluation_summary.csv (hit rate with a 95% normal-approximation interval, per subset of queries) to --out-dir.
 """
-import argparse
+import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.cli import run
-from animeml.core.io import write_csv
-from animeml.core.table import read_anime_table
-from animeml.recommendation import ALPHA, Recommender, evaluate, franchise_queries
-
+SETTINGS = dict(k=10, alpha=0.5, seed=0)  # alpha: ALPHA of animeml/recommendation.py
 METHODS = ["hybrid", "metadata only", "synopsis only", "popularity", "random"]
 
 
 def summarise(results, k):
+    import numpy as np
+    import pandas as pd
+
     subsets = {"all queries": results, "queries with a synopsis": results[results["has_synopsis"]]}
     rows = []
     for subset, part in subsets.items():
@@ -39,28 +36,44 @@ def summarise(results, k):
     return summary.sort_values(["queries", "order"]).drop(columns="order")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--alpha", type=float, default=ALPHA)
-    parser.add_argument("--limit", type=int, help="evaluate a seeded sample of this many queries")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", type=Path, default=paths.raw_csv())
-    parser.add_argument("--index-dir", type=Path, default=paths.recommendation_dir())
-    parser.add_argument("--out", type=Path, default=paths.recommendation_dir(), help="folder for the two CSVs")
-    args = parser.parse_args()
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("-k", type=cli.positive_int, default=SETTINGS["k"], help="length of each top-k list")
+    parser.add_argument("--alpha", type=cli.probability, default=SETTINGS["alpha"],
+                        help="weight of metadata in the hybrid, in [0, 1]")
+    parser.add_argument("--limit", type=cli.positive_int, help="evaluate a seeded sample of this many queries")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seed of the sample and random lists")
+    parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
+                                                 "saved with the index by 01_build_index.py)")
+    parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
+    parser.add_argument("--out-dir", type=Path, help="folder for the two CSVs (default: data/recommendation)")
+    parser.add_argument("--out", type=Path, help="deprecated spelling of --out-dir")
+    args = cli.parse(parser, argv)
+    if args.out is not None:
+        print("warning: --out is deprecated and will be removed in the next minor version; use --out-dir",
+              file=sys.stderr)
+        args.out_dir = args.out
 
-    rec = Recommender.load(read_anime_table(args.csv), args.index_dir)
+    import numpy as np
+
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.recommendation import evaluate, franchise_queries, load_recommender
+
+    out_dir = args.out_dir or paths.recommendation_dir()
+    rec = load_recommender(args.csv, args.index_dir or paths.recommendation_dir())
     queries = franchise_queries(rec)
+    if not len(queries):
+        raise PipelineError("no anime shares its franchise with another: nothing to evaluate")
     if args.limit and args.limit < len(queries):
         queries = np.sort(np.random.default_rng(args.seed).choice(queries, args.limit, replace=False))
     results = evaluate(rec, queries, args.k, args.alpha, args.seed)
-    write_csv(results, args.out / "evaluation.csv")
+    write_csv(results, out_dir / "evaluation.csv")
     summary = summarise(results, args.k)
-    write_csv(summary, args.out / "evaluation_summary.csv")
+    write_csv(summary, out_dir / "evaluation_summary.csv")
     print(f"{len(queries)} queries of {rec.n} anime (franchise with 2+ entries), alpha={args.alpha}, k={args.k}")
     print(summary.to_string(index=False))
+    print(f"wrote {out_dir / 'evaluation.csv'} and {out_dir / 'evaluation_summary.csv'}")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

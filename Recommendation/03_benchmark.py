@@ -7,22 +7,16 @@ selection, for random query anime, after a warm-up; median and 95th percentile. 
 computed one anime at a time in pure Python (`hybrid_loop`) against the vectorised `Recommender.hybrid`, timed on
 the same queries in this run; the largest difference between the two is printed too. Everything runs on one
 thread (BLAS included), as the loop does and as one query would inside a server; the load average is recorded
-because other jobs on the machine stretch the tail. Writes data/recommendation/benchmark.json.
+because other jobs on the machine stretch the tail. Writes data/recommendation/benchmark.json (--out).
 """
-import argparse
 import json
 import os
 import time
 from pathlib import Path
 
-import numpy as np
-from threadpoolctl import threadpool_limits
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.cli import run
-from animeml.core.io import write_json
-from animeml.core.table import read_anime_table
-from animeml.recommendation import Recommender, hybrid_loop, python_items
+SETTINGS = dict(queries=200, loop_queries=5, k=10, seed=0)
 
 
 def timed(function, *args):
@@ -31,17 +25,31 @@ def timed(function, *args):
     return value, time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=200, help="queries timed for latency")
-    parser.add_argument("--loop-queries", type=int, default=5, help="queries for the loop comparison (slow)")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", type=Path, default=paths.raw_csv())
-    parser.add_argument("--index-dir", type=Path, default=paths.recommendation_dir())
-    args = parser.parse_args()
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--queries", type=cli.positive_int, default=SETTINGS["queries"],
+                        help="queries timed for latency")
+    parser.add_argument("--loop-queries", type=cli.positive_int, default=SETTINGS["loop_queries"],
+                        help="queries for the loop comparison (slow)")
+    parser.add_argument("-k", type=cli.positive_int, default=SETTINGS["k"], help="length of each top-k list")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seed of the query sample")
+    parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
+                                                 "saved with the index by 01_build_index.py)")
+    parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
+    parser.add_argument("--out", type=Path, help="JSON report to write (default: <index dir>/benchmark.json)")
+    args = cli.parse(parser, argv)
 
-    rec = Recommender.load(read_anime_table(args.csv), args.index_dir)
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from animeml.core.io import PipelineError, write_json
+    from animeml.recommendation import hybrid_loop, load_recommender, python_items
+
+    index_dir = args.index_dir or paths.recommendation_dir()
+    rec = load_recommender(args.csv, index_dir)
+    if args.queries + args.loop_queries > rec.n:
+        raise PipelineError(f"--queries + --loop-queries ({args.queries + args.loop_queries}) is more than the "
+                            f"{rec.n} anime of the catalogue")
     rows = np.random.default_rng(args.seed).choice(rec.n, args.queries + args.loop_queries, replace=False)
     query, loop_rows = rows[:args.queries], rows[args.queries:]
 
@@ -74,9 +82,9 @@ def main():
         "largest_score_difference": largest_difference,
         "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
     }
-    write_json(report, args.index_dir / "benchmark.json")
+    write_json(report, args.out or index_dir / "benchmark.json")
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

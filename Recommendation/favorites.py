@@ -4,45 +4,49 @@
     python Recommendation/favorites.py remove "Cowboy Bebop"
     python Recommendation/favorites.py list
 
-Titles are matched like recommend.py --title. The list lives in data/recommendation/favorites.sqlite (--db).
+Titles are matched like recommend.py --title. The list lives in data/recommendation/favorites.sqlite (--db); a file
+there that is not a favourites database is reported and never changed.
 """
-import argparse
 from pathlib import Path
 
-from animeml.core import paths
-from animeml.core.cli import run
-from animeml.core.table import read_anime_table
-from animeml.recommendation import Favorites, Recommender
+from animeml.core import cli, paths
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["add", "remove", "list"])
-    parser.add_argument("title", nargs="?", help="the anime to add or remove")
-    parser.add_argument("--db", type=Path, default=paths.recommendation_dir() / "favorites.sqlite")
-    parser.add_argument("--csv", type=Path, default=paths.raw_csv())
-    parser.add_argument("--index-dir", type=Path, default=paths.recommendation_dir())
-    args = parser.parse_args()
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("action", choices=["add", "remove", "list"], help="what to do with the list")
+    parser.add_argument("title", nargs="?", type=cli.non_empty, help="the anime to add or remove")
+    parser.add_argument("--db", type=Path, help="favourites file (default: data/recommendation/favorites.sqlite)")
+    parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
+                                                 "saved with the index by 01_build_index.py)")
+    parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
+    args = cli.parse(parser, argv)
     if args.action != "list" and not args.title:
         parser.error(f"{args.action} needs a TITLE")
+    if args.action == "list" and args.title:
+        parser.error("list takes no TITLE")
 
-    favorites = Favorites(args.db)
+    from animeml.recommendation import Favorites, load_recommender
+
+    db = args.db or paths.recommendation_dir() / "favorites.sqlite"
     if args.action == "list":
-        listed = favorites.list()
-        print(listed.to_string(index=False) if len(listed) else f"no favourites in {args.db}")
+        if not db.exists():
+            print(f"no favourites in {db}")
+            return
+        listed = Favorites(db, readonly=True).list()
+        print(listed.to_string(index=False) if len(listed) else f"no favourites in {db}")
         return
-    rec = Recommender.load(read_anime_table(args.csv), args.index_dir)
+    favorites = Favorites(db)  # a broken file is reported before the catalogue loads
+    rec = load_recommender(args.csv, args.index_dir or paths.recommendation_dir())
     row, _ = rec.match_title(args.title)
     anime_id, name = int(rec.table.at[row, "anime_id"]), rec.table.at[row, "name"]
-    if args.action == "add":
-        done = favorites.add(anime_id, name)
-    else:
-        done = favorites.remove(anime_id)
+    done = favorites.add(anime_id, name) if args.action == "add" else favorites.remove(anime_id)
+    favorites.close()
     if done:
-        print(f"{args.action.rstrip('e')}ed {name} (anime_id {anime_id})")
+        print(f"{args.action.rstrip('e')}ed {name} (anime_id {anime_id}) in {db}")
     else:
-        print(f"{name} was {'already' if args.action == 'add' else 'not'} in the list")
+        print(f"{name} was {'already' if args.action == 'add' else 'not'} in {db}")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

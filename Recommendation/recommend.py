@@ -7,46 +7,52 @@ The title is matched against Name, English name and Other name (exact, else a cl
 lists "did you mean" suggestions). With --favorites each anime is scored against every favourite and keeps its
 best score (the table names that favourite); no favourite is ever recommended. --exclude-franchise also leaves
 out the other seasons, movies and OVAs of the query's (or a favourite's) franchise. Needs
-Recommendation/01_build_index.py to have run.
+Recommendation/01_build_index.py to have run: it reads the index and the catalogue saved beside it (or --csv).
 """
-import argparse
 from pathlib import Path
 
-import pandas as pd
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.io import PipelineError
-from animeml.core.cli import run
-from animeml.core.table import read_anime_table
-from animeml.recommendation import ALPHA, Favorites, Recommender
+SETTINGS = dict(k=10, alpha=0.5)  # alpha: ALPHA of animeml/recommendation.py
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.parser(__doc__)
     query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument("--title", help="the anime to find similar ones for")
+    query.add_argument("--title", type=cli.non_empty, help="the anime to find similar ones for")
     query.add_argument("--favorites", action="store_true", help="recommend for the whole favourites list")
-    parser.add_argument("-k", type=int, default=10, help="how many to show")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help="weight of metadata (1 - alpha: synopsis)")
+    parser.add_argument("-k", type=cli.positive_int, default=SETTINGS["k"], help="how many anime to show")
+    parser.add_argument("--alpha", type=cli.probability, default=SETTINGS["alpha"],
+                        help="weight of metadata, in [0, 1] (1 - alpha: synopsis)")
     parser.add_argument("--exclude-franchise", action="store_true", help="leave out the query's own franchise")
-    parser.add_argument("--db", type=Path, default=paths.recommendation_dir() / "favorites.sqlite")
-    parser.add_argument("--csv", type=Path, default=paths.raw_csv())
-    parser.add_argument("--index-dir", type=Path, default=paths.recommendation_dir())
-    args = parser.parse_args()
-    if not 0.0 <= args.alpha <= 1.0:
-        raise PipelineError("--alpha must be between 0 and 1")
+    parser.add_argument("--db", type=Path, help="favourites file (default: data/recommendation/favorites.sqlite)")
+    parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
+                                                 "saved with the index by 01_build_index.py)")
+    parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
+    args = cli.parse(parser, argv)
 
-    rec = Recommender.load(read_anime_table(args.csv), args.index_dir)
+    import pandas as pd
+
+    from animeml.core.io import PipelineError
+    from animeml.recommendation import Favorites, load_recommender
+
+    index_dir = args.index_dir or paths.recommendation_dir()
+    if args.favorites:  # read the favourites first: a broken file should not wait for the index
+        db = args.db or paths.recommendation_dir() / "favorites.sqlite"
+        store = Favorites(db, readonly=True)
+        favorites = store.list()
+        store.close()
+    rec = load_recommender(args.csv, index_dir)
     if args.title:
         row, match = rec.match_title(args.title)
         rows = [row]
         print(f"{rec.table.at[row, 'name']} (anime_id {rec.table.at[row, 'anime_id']}"
               f"{'' if match == 100 else f', fuzzy match {match:.0f}'})")
     else:
-        favorites = Favorites(args.db).list()
         rows = rec.row_of.reindex(favorites["anime_id"]).dropna().astype(int).tolist()
         if not rows:
-            raise PipelineError(f"no favourites in {args.db}; add some with Recommendation/favorites.py add TITLE")
+            raise PipelineError(f"no favourites in {db} are in the catalogue; add some with "
+                                f"Recommendation/favorites.py add TITLE")
         print(f"favourites ({len(rows)}): {'; '.join(rec.table.loc[rows, 'name'])}")
 
     result = rec.recommend(rows, args.alpha)
@@ -60,4 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -22,19 +22,16 @@ before the first ":" or " - " (the subtitle), without parentheses, punctuation, 
 such as season / movie / OVA / specials / recap ("Shingeki no Kyojin Season 2" -> "shingeki no kyojin"); when
 the part before ":" is shorter than 4 letters ("Re:Zero ...", "AU: ...") the whole title is kept instead.
 """
-import re
 import sqlite3
 import statistics
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process, utils
-from sklearn.preprocessing import MultiLabelBinarizer
-from tqdm import tqdm
 
 from animeml.core.io import PipelineError, atomic_path
 from animeml.core.table import franchise_key, split_list
@@ -46,8 +43,8 @@ LOG_SCALE = {"episodes", "duration_min"}  # 12 vs 24 episodes differ as much as 
 MIN_SHARED_WEIGHT = 4.0  # = genres + score: the evidence needed for a similarity to reach 1
 MATCH_THRESHOLD = 88  # rapidfuzz ratio (0-100) above which a non-exact title is taken as a typo of a real one
 NAME_COLUMNS = ["name", "english_name", "other_name"]
-
-
+BUILD_STEP = "Recommendation/01_build_index.py"
+INDEX_FILE, IDS_FILE, CATALOGUE_FILE = "synopsis.faiss", "synopsis_ids.npy", "catalogue.parquet"
 
 
 class TitleNotFound(PipelineError):
@@ -78,20 +75,18 @@ class Recommender:
         self.row_of = pd.Series(np.arange(self.n), index=self.table["anime_id"])
         self.sets, self.set_sizes = {}, {}
         for field in SET_WEIGHTS:
-            lists = self.table[field].map(split_list)
-            self.sets[field] = MultiLabelBinarizer(sparse_output=True).fit_transform(lists).tocsr().astype(np.float32)
+            self.sets[field] = multi_hot(self.table[field])
             self.set_sizes[field] = np.asarray(self.sets[field].sum(axis=1)).ravel()
         self.numbers, self.spans, self.present = {}, {}, {}
         for field in NUMBER_WEIGHTS:
             values = pd.to_numeric(self.table[field], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             self.numbers[field] = np.log1p(values) if field in LOG_SCALE else values
-            self.spans[field] = max(float(np.nanmax(self.numbers[field]) - np.nanmin(self.numbers[field])), 1e-9)
+            finite = self.numbers[field][np.isfinite(self.numbers[field])]
+            self.spans[field] = max(float(finite.max() - finite.min()), 1e-9) if len(finite) else 1.0
         for field in SET_WEIGHTS:
             self.present[field] = (self.set_sizes[field] > 0).astype(np.float64)
         for field in NUMBER_WEIGHTS:
             self.present[field] = np.isfinite(self.numbers[field]).astype(np.float64)
-        self.franchise = self.table["name"].map(franchise_key).to_numpy()
-        self.genre_sets = self.table["genres"].map(lambda g: frozenset(split_list(g))).to_numpy()
 
         known = np.isin(np.asarray(text_ids), self.table["anime_id"])
         self.vectors = np.ascontiguousarray(np.asarray(text_vectors, dtype=np.float32)[known])
@@ -99,20 +94,27 @@ class Recommender:
         self.text_position = np.full(self.n, -1)
         self.text_position[self.text_rows] = np.arange(len(self.text_rows))
 
-        self.titles = [(unicodedata.normalize("NFKC", t), row) for col in NAME_COLUMNS
-                       for row, t in self.table[col].items() if isinstance(t, str)]
-        self.exact_title = {}
-        for title, row in self.titles:
-            self.exact_title.setdefault(utils.default_process(title), row)
+    # Derived only when a query needs them: a single recommendation never looks at franchises or genre sets.
+    @cached_property
+    def franchise(self):
+        return self.table["name"].map(franchise_key).to_numpy()
+
+    @cached_property
+    def genre_sets(self):
+        return self.table["genres"].map(lambda g: frozenset(split_list(g))).to_numpy()
+
+    @cached_property
+    def titles(self):
+        return [(unicodedata.normalize("NFKC", t), row) for col in NAME_COLUMNS
+                for row, t in enumerate(self.table[col].to_numpy(dtype=object, na_value=None)) if isinstance(t, str)]
 
     @classmethod
     def load(cls, table, index_dir):
-        """The recommender for `table` with the FAISS index and ids written by Recommendation/01_build_index.py."""
-        index_path, ids_path = Path(index_dir) / "synopsis.faiss", Path(index_dir) / "synopsis_ids.npy"
-        if not index_path.exists() or not ids_path.exists():
-            raise PipelineError(f"no synopsis index in {index_dir}; run Recommendation/01_build_index.py first")
-        index = faiss.read_index(str(index_path))
-        return cls(table, np.load(ids_path), index.reconstruct_n(0, index.ntotal))
+        """The recommender for `table` (None: the catalogue saved with the index) with the FAISS index and ids
+        written by Recommendation/01_build_index.py. A missing, corrupt or mismatched file is one line naming it
+        and that step; nothing is written."""
+        ids, vectors = read_index(index_dir)
+        return cls(read_catalogue(index_dir) if table is None else table, ids, vectors)
 
     # --- similarities for the whole catalogue ----------------------------------------------------------
 
@@ -190,8 +192,10 @@ class Recommender:
     def match_title(self, query):
         """The row whose Name / English name / Other name matches `query` (exact, else a close typo)."""
         key = utils.default_process(unicodedata.normalize("NFKC", query))
-        if key in self.exact_title:
-            return self.exact_title[key], 100.0
+        if not key:
+            raise TitleNotFound(query, [])
+        # One pass in C: the first title with ratio 100 (equal after processing) is the exact match, as in the
+        # order Name, English name, Other name; else the closest.
         names = [title for title, _ in self.titles]
         close = process.extractOne(key, names, scorer=fuzz.ratio, processor=utils.default_process)
         if close and close[1] >= MATCH_THRESHOLD:
@@ -231,6 +235,21 @@ class Recommender:
         fields["franchise_entries"] = "; ".join(self.table.loc[same[same != row], "name"].head(20))
         fields["has_synopsis_embedding"] = bool(self.text_position[row] >= 0)
         return fields
+
+
+def multi_hot(column):
+    """A column of comma-separated lists as a sparse 0/1 matrix, one row per entry and one column per distinct
+    item (an item listed twice counts once)."""
+    from scipy import sparse
+
+    rows, codes, vocabulary = [], [], {}
+    given = column.notna().to_numpy()  # most fields are missing for most anime
+    for row, text in zip(np.flatnonzero(given), column[given].to_numpy(dtype=object)):
+        for item in set(split_list(text)):
+            rows.append(row)
+            codes.append(vocabulary.setdefault(item, len(vocabulary)))
+    return sparse.csr_matrix((np.ones(len(codes), np.float32), (rows, codes)),
+                             shape=(len(column), max(len(vocabulary), 1)))
 
 
 def minmax(values, exclude_row):
@@ -310,6 +329,8 @@ def evaluate(rec, queries, k=10, alpha=ALPHA, seed=0):
     members = pd.to_numeric(rec.table["post_members"], errors="coerce").fillna(-1).to_numpy()
     popular = np.argsort(-members, kind="stable")[:k + 1]
     rows = []
+    from tqdm import tqdm
+
     for row in tqdm(queries, desc="evaluate", unit="query"):
         metadata, text = rec.metadata_similarity(row), rec.text_similarity(row)
         ranked = {
@@ -337,14 +358,43 @@ def genre_jaccard(query, others):
 # --- favourites ----------------------------------------------------------------------------------------------
 
 class Favorites:
-    """A favourites list kept in a SQLite file: one row per anime id."""
+    """A favourites list kept in a SQLite file: one row per anime id. `readonly` opens an existing file without
+    ever creating or changing it. A file that is not a favourites database is one line naming it, and is left as
+    it is (nothing is written to it)."""
 
-    def __init__(self, path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path)
-        self.db.execute("CREATE TABLE IF NOT EXISTS favorites (anime_id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                        " added_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
-        self.db.commit()
+    def __init__(self, path, readonly=False):
+        self.path = Path(path)
+        if readonly and not self.path.is_file():
+            raise PipelineError(f"no favourites file {self.path}; add some with Recommendation/favorites.py add TITLE")
+        if self.path.is_dir():
+            raise PipelineError(f"{self.path} is a folder, not a favourites file")
+        fresh = not self.path.exists()
+        if fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro" if readonly else self.path,
+                                      uri=readonly)
+            if not fresh:
+                self._check()
+            if fresh:
+                self.db.execute("CREATE TABLE favorites (anime_id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                                " added_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+                self.db.commit()
+        except sqlite3.Error as err:
+            raise self._broken(err) from None
+
+    def _check(self):
+        """Refuse a corrupt file, or a database of something else, before anything is written to it."""
+        if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(favorites)")}
+        if not {"anime_id", "name", "added_at"} <= columns:
+            raise sqlite3.DatabaseError("it has no favorites table (anime_id, name, added_at)")
+
+    def _broken(self, err):
+        return PipelineError(f"favourites file {self.path} is not a readable favourites database ({err}); it was "
+                             f"left as it is: move it away and add favourites again with Recommendation/favorites.py "
+                             f"add TITLE")
 
     def add(self, anime_id, name):
         """True if added, False if it was already there."""
@@ -358,18 +408,89 @@ class Favorites:
             return self.db.execute("DELETE FROM favorites WHERE anime_id = ?", (int(anime_id),)).rowcount == 1
 
     def list(self):
-        return pd.read_sql_query("SELECT anime_id, name, added_at FROM favorites ORDER BY added_at, anime_id", self.db)
+        try:
+            rows = self.db.execute("SELECT anime_id, name, added_at FROM favorites ORDER BY added_at, anime_id")
+            return pd.DataFrame(rows.fetchall(), columns=["anime_id", "name", "added_at"])
+        except sqlite3.Error as err:
+            raise self._broken(err) from None
 
     def close(self):
         self.db.close()
 
 
-def save_index(directory, ids, vectors):
-    """Write the synopsis embeddings as a FAISS inner-product index plus the anime ids of its rows."""
+# --- the index files of step 01 ------------------------------------------------------------------------------
+
+def save_index(directory, ids, vectors, table=None):
+    """Write the synopsis embeddings as a FAISS inner-product index plus the anime ids of its rows, and `table`
+    (the cleaned catalogue) as a Parquet file so that a query need not parse the CSV again."""
+    import faiss
+
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    with atomic_path(Path(directory) / "synopsis.faiss") as tmp:
+    with atomic_path(Path(directory) / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
-    with atomic_path(Path(directory) / "synopsis_ids.npy") as tmp:
+    with atomic_path(Path(directory) / IDS_FILE) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(ids, dtype=np.int64))
+    if table is not None:
+        with atomic_path(Path(directory) / CATALOGUE_FILE) as tmp:
+            table.reset_index(drop=True).to_parquet(tmp, index=False)
+
+
+def read_index(directory):
+    """(anime ids, L2-normalised vectors) of the synopsis index; a missing, corrupt or mismatched file is one line
+    naming it and the step that rebuilds it. The files are only read."""
+    index_path, ids_path = Path(directory) / INDEX_FILE, Path(directory) / IDS_FILE
+    for path in (index_path, ids_path):
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run {BUILD_STEP} first")
+    import faiss
+
+    try:
+        index = faiss.read_index(str(index_path))
+        vectors = index.reconstruct_n(0, index.ntotal)
+    except Exception as err:  # noqa: BLE001  (faiss reports a truncated or foreign file as RuntimeError)
+        raise PipelineError(f"{index_path} is not a readable FAISS index ({type(err).__name__}); rebuild it with "
+                            f"{BUILD_STEP}") from None
+    try:
+        ids = np.load(ids_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"{ids_path} is not a readable .npy file of anime ids ({type(err).__name__}); rebuild "
+                            f"it with {BUILD_STEP}") from None
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise PipelineError(f"{ids_path} does not hold whole-number anime ids (it holds {ids.dtype} of shape "
+                            f"{ids.shape}); rebuild it with {BUILD_STEP}")
+    if len(ids) != len(vectors):
+        raise PipelineError(f"{ids_path} has {len(ids)} ids for the {len(vectors)} vectors of {index_path}: they do "
+                            f"not belong together; rebuild both with {BUILD_STEP}")
+    return ids, vectors
+
+
+def load_recommender(csv, index_dir):
+    """The recommender over `csv` (any Kaggle 2023 table), or, when `csv` is None, over the catalogue saved with
+    the index (fast: no CSV to parse). Warns when data/raw/anime.csv changed after the index was built."""
+    import sys
+
+    from animeml.core.paths import raw_csv
+    from animeml.core.table import read_anime_table
+
+    if csv is not None:
+        return Recommender.load(read_anime_table(csv), index_dir)
+    catalogue, raw = Path(index_dir) / CATALOGUE_FILE, raw_csv()
+    if catalogue.is_file() and raw.is_file() and raw.stat().st_mtime > catalogue.stat().st_mtime:
+        print(f"warning: {raw} changed after the index was built; rerun {BUILD_STEP} to include it",
+              file=sys.stderr)
+    return Recommender.load(None, index_dir)
+
+
+def read_catalogue(directory):
+    """The cleaned anime table saved with the index (`catalogue.parquet`); one line naming it when it is missing
+    or corrupt."""
+    path = Path(directory) / CATALOGUE_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run {BUILD_STEP} (or give the table with --csv)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001  (pyarrow's errors for a truncated or foreign file vary)
+        raise PipelineError(f"{path} is not a readable Parquet table ({type(err).__name__}); rebuild it with "
+                            f"{BUILD_STEP}") from None
