@@ -85,23 +85,27 @@ class Builder:
             data = read_json(sidecar)
             run = data.get("run") if isinstance(data.get("run"), dict) else None
             shown = run or {k: v for k, v in data.items() if k not in HIDDEN_SIDECAR_KEYS}
-            found.append({"name": sidecar.stem, "has_run": run is not None, "items": flat_items(shown)})
+            found.append({"name": sidecar.stem, "run": run, "items": flat_items(shown)})
         return found
 
-    def runs(self, page):
-        """The latest run record of each step whose name starts with one of the page's prefixes."""
+    def runs(self, page, shown):
+        """The latest run record of each step whose name starts with one of the page's prefixes, unless a model
+        sidecar of the page already shows it (`shown`: (step, started) pairs)."""
         latest = {}
         for path in sorted(self.data_dir.glob("runs/*.json")):  # names end in the start time: later wins
             record = read_json(path)
             step = str(record.get("step", ""))
             if any(step.startswith(prefix) for prefix in page.runs):
-                latest[step] = {"name": step, "file": path.name, "items": flat_items(record)}
-        return list(latest.values())
+                latest[step] = (record, path.name)
+        return [{"name": step, "file": name, "items": flat_items(record)} for step, (record, name) in latest.items()
+                if (step, record.get("started")) not in shown]
 
     def page(self, page):
         sections = [self.section(section) for section in page.sections]
-        return {"name": page.name, "title": page.title, "sections": sections, "models": self.models(page),
-                "runs": self.runs(page), "done": sum(s["present"] for s in sections)}
+        models = self.models(page)
+        shown = {(m["run"].get("step"), m["run"].get("started")) for m in models if m["run"]}
+        return {"name": page.name, "title": page.title, "sections": sections, "models": models,
+                "runs": self.runs(page, shown), "done": sum(s["present"] for s in sections)}
 
 
 def build_report(data_dir, out_dir):
