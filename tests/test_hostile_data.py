@@ -381,3 +381,17 @@ def test_a_body_that_dribbles_forever_is_cut_off():
     with pytest.raises(BadBody, match="too slow"):
         read_body(DribblingResponse(), 10_000, max_seconds=0.5)
     assert time.monotonic() - started < 2
+
+
+def test_a_corrupt_earlier_download_is_never_indexed(server, tmp_path, capsys):
+    add_images(server)
+    out = tmp_path / "posters"
+    out.mkdir()
+    (out / "1.jpg").write_bytes(jpeg_bytes(1)[:200])  # truncated by an earlier crash
+    (out / "2.jpg").mkdir()  # something in the way
+    table = pd.DataFrame({"anime_id": [1, 2], "Image URL": [f"{server.url}/404/1.jpg", f"{server.url}/ok/2.jpg"]})
+    table.to_csv(tmp_path / "anime.csv", index=False)
+    code, stdout, err, _ = run_step(capsys, "02", "--csv", tmp_path / "anime.csv", "--out-dir", out)
+    assert code == 0 and "downloaded 0, skipped 0, failed 2" in stdout, err
+    assert pd.read_csv(out / "posters.csv").empty and not (out / "1.jpg").exists()
+    assert "in the way" in pd.read_csv(out / "failures.csv").set_index("file")["reason"]["2.jpg"]

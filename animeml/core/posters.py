@@ -101,7 +101,7 @@ def remove_partial_files(out_dir):
 def download_images(jobs, out_dir, failures_csv, workers=8, timeout=10.0, max_bytes=MAX_BYTES,
                     max_pixels=MAX_PIXELS, session=None):
     """Download each `(file_name, url)` of `jobs` to `out_dir/file_name`; a file already there that decodes is
-    skipped, one that does not is fetched again. A row that fails (bad name or URL, http error, redirect loop,
+    skipped, one that does not is deleted and fetched again. A row that fails (bad name or URL, http error, redirect loop,
     not an image, too large, too many pixels) is one row of `failures_csv` (file, url, reason) and the run goes on.
     Ctrl-C cancels pending downloads, lets no running one write, writes `failures_csv` and raises
     KeyboardInterrupt. Returns (downloaded, skipped, failed)."""
@@ -122,9 +122,12 @@ def download_images(jobs, out_dir, failures_csv, workers=8, timeout=10.0, max_by
         except (Rejected, requests.exceptions.RequestException) as reason:
             failures.append({"file": name, "url": url, "reason": str(reason)})
             continue
-        if target.exists() and is_valid_image(target, max_pixels):
+        if target.is_dir():
+            failures.append({"file": name, "url": url, "reason": "a folder of that name is in the way"})
+        elif target.exists() and is_valid_image(target, max_pixels):
             skipped += 1
         else:
+            target.unlink(missing_ok=True)  # an earlier download that does not decode is never indexed
             todo.append((name, url, target))
 
     def download(job):
@@ -162,7 +165,7 @@ def download_images(jobs, out_dir, failures_csv, workers=8, timeout=10.0, max_by
 def write_index(out_dir, anime_ids):
     """`out_dir/posters.csv`: every `<anime_id>.jpg` on disk whose anime is in `anime_ids`."""
     wanted = set(int(i) for i in anime_ids)
-    files = sorted(f for f in out_dir.glob("*.jpg") if f.stem.isdigit() and int(f.stem) in wanted)
+    files = sorted(f for f in out_dir.glob("*.jpg") if f.is_file() and f.stem.isdigit() and int(f.stem) in wanted)
     index = pd.DataFrame({"file": [f.name for f in files], "anime_id": [int(f.stem) for f in files],
                           "source": "download"})
     write_csv(index, out_dir / INDEX_NAME)
