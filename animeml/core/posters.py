@@ -101,8 +101,9 @@ def remove_partial_files(out_dir):
 def download_images(jobs, out_dir, failures_csv, workers=8, timeout=10.0, max_bytes=MAX_BYTES,
                     max_pixels=MAX_PIXELS, session=None):
     """Download each `(file_name, url)` of `jobs` to `out_dir/file_name`; a file already there that decodes is
-    skipped, one that does not is deleted and fetched again. A row that fails (bad name or URL, http error, redirect loop,
-    not an image, too large, too many pixels) is one row of `failures_csv` (file, url, reason) and the run goes on.
+    skipped, one that does not is deleted and fetched again. A row that fails (bad name or URL, http error,
+    redirect loop, not an image, too large, too many pixels) is one row of `failures_csv` (file, url, reason) and
+    the run goes on.
     Ctrl-C cancels pending downloads, lets no running one write, writes `failures_csv` and raises
     KeyboardInterrupt. Returns (downloaded, skipped, failed)."""
     out_dir = Path(out_dir)
