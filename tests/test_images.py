@@ -104,3 +104,22 @@ def test_cache_in_memory_and_on_disk(image_paths, tmp_path):
 def test_mismatched_lengths_are_rejected(image_paths):
     with pytest.raises(ValueError, match="targets has 2 rows"):
         image_dataset(image_paths, targets=[1.0, 2.0])
+
+
+def test_a_poster_is_preprocessed_identically_for_training_and_prediction(image_paths):
+    """The tensors a model trains on (image_dataset, cached as uint8) are those every prediction path feeds it:
+    genre and score prediction (image_dataset), the character/tag classifiers (image_batch of paths) and face crops
+    (image_batch of decoded arrays)."""
+    from animeml.core.images import image_batch
+
+    labels = np.arange(len(image_paths), dtype=np.float32)
+    training = np.concatenate([x for x, _ in image_dataset(image_paths, labels, image_size=SIZE, batch_size=4,
+                                                           cache=True)])
+    prediction = np.concatenate(list(image_dataset(image_paths, image_size=SIZE, batch_size=4)))
+    from_paths = image_batch(image_paths, SIZE)
+    decoded = [tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False).numpy()
+               for p in image_paths]
+    from_arrays = image_batch(decoded, SIZE)
+    for other in (prediction, from_paths, from_arrays):
+        np.testing.assert_array_equal(training, other)
+    assert np.array_equal(training, np.round(training))  # whole pixel values, as the uint8 cache keeps them
