@@ -14,7 +14,7 @@ import pytest
 
 from animeml.core import cli
 from animeml.core.http import BadBody, read_body
-from animeml.core.jikan import RateLimiter
+from animeml.core.jikan import JikanClient, JikanError, RateLimiter
 from animeml.core.paths import ROOT
 from animeml.core.posters import is_valid_image
 from animeml.core.table import read_kaggle_csv
@@ -395,3 +395,10 @@ def test_a_corrupt_earlier_download_is_never_indexed(server, tmp_path, capsys):
     assert code == 0 and "downloaded 0, skipped 0, failed 2" in stdout, err
     assert pd.read_csv(out / "posters.csv").empty and not (out / "1.jpg").exists()
     assert "in the way" in pd.read_csv(out / "failures.csv").set_index("file")["reason"]["2.jpg"]
+
+
+def test_client_reports_the_status_of_a_missing_item(server, tmp_path):
+    client = JikanClient(add_jikan(server, "ok"), tmp_path / "cache", requests_per_second=50)
+    with pytest.raises(JikanError, match="404") as missing:
+        client.get("anime/5/characters")
+    assert missing.value.status == 404 and not list((tmp_path / "cache").rglob("*.json"))

@@ -25,7 +25,12 @@ MAX_BODY = 20 * 1024 * 1024  # a page of 25 anime is about 100 KB
 
 
 class JikanError(PipelineError):
-    """An answer of the API that cannot be used (an error status, not JSON, content of the wrong shape)."""
+    """An answer of the API that cannot be used (an error status, not JSON, content of the wrong shape); `status`
+    is the HTTP status when there was one, so a caller can treat a 404 of one item as a row, not a stop."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
 
 
 class RateLimiter:
@@ -86,7 +91,8 @@ class JikanClient:
             with self.session.get(url, params=params, timeout=TIMEOUT, stream=True) as response:
                 if response.status_code != 200:
                     hint = " (still rate limited after retries: try later)" if response.status_code == 429 else ""
-                    raise JikanError(f"Jikan answered {response.status_code} for {response.url}{hint}")
+                    raise JikanError(f"Jikan answered {response.status_code} for {response.url}{hint}",
+                                     response.status_code)
                 data = read_body(response, MAX_BODY, 4 * TIMEOUT)
         except requests.exceptions.RequestException as err:
             raise JikanError(f"{url}: {failure_reason(err)}") from None
