@@ -400,5 +400,5 @@ def test_a_corrupt_earlier_download_is_never_indexed(server, tmp_path, capsys):
 def test_client_reports_the_status_of_a_missing_item(server, tmp_path):
     client = JikanClient(add_jikan(server, "ok"), tmp_path / "cache", requests_per_second=50)
     with pytest.raises(JikanError, match="404") as missing:
-        client.get("anime/5/characters")
+        client.get("characters/5/full")
     assert missing.value.status == 404 and not list((tmp_path / "cache").rglob("*.json"))
