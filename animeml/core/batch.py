@@ -34,8 +34,9 @@ class Outcome:
 def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="image"):
     """One Outcome per item, in order. `load(item)` prepares an item (a checked path, a decoded image) and raises
     PipelineError, whose message is the reason, for one to skip; `predict(loaded)` returns one result per loaded
-    item. Items go in chunks of `chunk_size` under a progress bar, so memory stays bounded; a chunk whose
-    prediction fails is retried one item at a time, so a bad item costs only its own row."""
+    item; any other exception of either becomes the item's reason too. Items go in chunks of `chunk_size` under a
+    progress bar, so memory stays bounded; a chunk whose prediction fails is retried one item at a time, so a bad
+    item costs only its own row."""
     outcomes = [Outcome() for _ in items]
     with tqdm(total=len(items), desc=desc, unit=unit) as bar:
         for start in range(0, len(items), chunk_size):
@@ -45,6 +46,8 @@ def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="imag
                     loaded[i] = load(items[i])
                 except PipelineError as err:
                     outcomes[i].reason = str(err)
+                except Exception as err:  # noqa: BLE001  (an unforeseen problem with one item stays its own)
+                    outcomes[i].reason = _reason(err)
             for i, outcome in _predicted(predict, loaded).items():
                 outcomes[i] = outcome
             bar.update(min(chunk_size, len(items) - start))
