@@ -11,7 +11,8 @@ character left.
 
     python AnimeScorePredictionAllParameters/09_fetch_characters.py --limit 500
     python AnimeScorePredictionAllParameters/09_fetch_characters.py --characters-csv my_characters.csv
-Writes data/raw/characters.csv (with a `portrait` column), data/characters_mal/portraits/<character_id>.jpg
+Writes data/raw/characters.csv (with a `portrait` column; what Jikan failed on in characters_failures.csv),
+data/characters_mal/portraits/<character_id>.jpg
 (+ failures.csv) and data/reports/popularity/dataset_{cleaning,statistics}.csv + dataset_summary.md, like the
 paper's Tables 1-2.
 """
@@ -73,7 +74,12 @@ def main(argv=None):
         hours = len(eligible) * 4 / args.requests_per_minute / 60  # about 3 main characters each, plus the list
         print(f"asking Jikan for the main characters of {len(eligible)} anime: about {hours:.1f} h at "
               f"{args.requests_per_minute} requests a minute, less for answers already cached")
-        characters = popularity.fetch_characters(client, eligible["anime_id"])
+        characters, failures = popularity.fetch_characters(client, eligible["anime_id"])
+        write_csv(failures, out.with_name("characters_failures.csv"))
+        if len(failures):
+            print(f"{len(failures)} anime or characters Jikan failed on: {out.with_name('characters_failures.csv')}")
+        if characters.empty and len(failures):
+            raise PipelineError(f"Jikan failed on every anime asked (first: {failures['reason'].iloc[0]})")
 
     wanted = characters[characters["about"].notna() & characters["image_url"].notna()]
     jobs = sorted({(f"{c}.jpg", url) for c, url in zip(wanted["character_id"], wanted["image_url"])})

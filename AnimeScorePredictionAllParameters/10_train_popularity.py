@@ -102,6 +102,8 @@ def main(argv=None):
     from animeml.core.runs import RunRecord
     from animeml.core.store import save_model
     from animeml.core.table import read_anime_table
+
+    keras.utils.set_random_seed(args.seed)  # a from-scratch portrait backbone (small_cnn) starts the same each run
     anime, characters, _ = popularity.clean_dataset(read_anime_table(args.anime_csv),
                                                     popularity.read_characters_csv(characters_csv), portraits)
     split = popularity.load_or_make_split(popularity.split_path(), anime["anime_id"], characters,

@@ -8,12 +8,32 @@ Writes data/reports/popularity/table_11.{csv,md} and test_predictions.csv.
 """
 from pathlib import Path
 
+import numpy as np
+
 from animeml.core import cli, paths
 from animeml.core.io import PipelineError
 
 SETTINGS = dict(n_boot=1000, seed=0)
 METRICS = ["MSE_minmax", "Spearman", "Pearson", "Kendall"]
 TRAIN_MEAN = "train mean (trivial baseline)"
+
+
+def side_by_side(table):
+    """Markdown: per metric, ours as `value [low, high]` and the paper's number in the next column."""
+    def ours(row, metric):
+        if np.isnan(row[metric]):
+            return "n/a"
+        return f"{row[metric]:.3f} [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]"
+    names = {"MSE_minmax": "MSE"}
+    header = ["experiment", "n"] + [f"{names.get(m, m)}{side}" for m in METRICS for side in ("", " (paper)")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cells = [row["experiment"], str(row["n"])]
+        for metric in METRICS:
+            paper = row[f"paper {metric}"]
+            cells += [ours(row, metric), "" if np.isnan(paper) else f"{paper:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -25,11 +45,10 @@ def main(argv=None):
     parser.add_argument("--out-dir", type=Path, help="default data/reports/popularity")
     args = cli.parse(parser, argv)
 
-    import numpy as np
     import pandas as pd
 
     from animeml.core.io import atomic_path, write_csv
-    from animeml.core.metrics import markdown_table, metrics_table
+    from animeml.core.metrics import metrics_table
     from animeml.core.runs import RunRecord
     from animeml.core.store import load_model
     from animeml.score import popularity
@@ -55,7 +74,9 @@ def main(argv=None):
                                 f"retrain every model of step 10 on data/splits/popularity_split.csv")
         if not test.any():
             raise PipelineError(f"{features_file}: no test anime")
-        scaled = model.predict({kind: inputs[kind][test] for kind in sidecar["inputs"]}, verbose=0).reshape(-1)
+        # a direct call: predict() would trace a new function per model and warn about retracing
+        scaled = np.asarray(model({kind: inputs[kind][test] for kind in sidecar["inputs"]}, training=False))
+        scaled = scaled.reshape(-1)
         predictions[sidecar["experiment"]] = scaled * (score_range[1] - score_range[0]) + score_range[0]
     predictions[TRAIN_MEAN] = np.full(len(truth), train_mean * (score_range[1] - score_range[0]) + score_range[0])
 
@@ -63,26 +84,25 @@ def main(argv=None):
     table = table.rename(columns={"model": "experiment"})
     paper = pd.DataFrame([(name, *values) for name, values in popularity.PAPER_TABLE_11.items()],
                          columns=["experiment"] + [f"paper {m}" for m in METRICS])
-    table = table.merge(paper, on="experiment", how="left")
-    keep = ["experiment", "n"] + [c for m in METRICS for c in (m, f"{m}_low", f"{m}_high")]
-    table = table[keep + list(paper.columns[1:])]
+    order = list(popularity.PAPER_TABLE_11) + sorted(set(predictions) - set(popularity.PAPER_TABLE_11) - {TRAIN_MEAN})
+    table["rank"] = table["experiment"].map({name: i for i, name in enumerate(order + [TRAIN_MEAN])})
+    table = table.merge(paper, on="experiment", how="left").sort_values("rank").drop(columns="rank")
+    table = table[["experiment", "n"] + [c for m in METRICS for c in (m, f"{m}_low", f"{m}_high", f"paper {m}")]]
     write_csv(table, out_dir / "table_11.csv")
     write_csv(pd.DataFrame({"anime_id": test_ids, "score": truth, **predictions}), out_dir / "test_predictions.csv")
-    paper_cells = table[list(paper.columns[1:])].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    shown = table[keep].join(paper_cells)
     text = "\n".join([
         "# Popularity before release: Table 11 layout", "",
         f"{len(truth)} test anime of the character-cluster split (data/splits/popularity_split.csv); MSE on scores "
         f"min-max scaled by the train range [{score_range[0]:.2f}, {score_range[1]:.2f}]; 95% bootstrap "
         f"intervals over {args.n_boot} resamples shared by every row. `paper` columns: Table 11 of arXiv "
         "2406.16961v1 (its descriptions were cut at 256 tokens: our `_truncated` rows); `_pooled` rows embed "
-        "every description whole, `-metadata` rows add metadata known before release.", "",
-        markdown_table(shown.rename(columns=lambda c: c.replace("MSE_minmax", "MSE")),
-                       metric_names=["MSE", "Spearman", "Pearson", "Kendall"]),
-        ""])
+        "every description whole, `-metadata` rows add metadata known before release. A correlation of the "
+        "constant train mean is undefined (n/a).", "",
+        side_by_side(table), ""])
     with atomic_path(out_dir / "table_11.md") as tmp:
         tmp.write_text(text)
-    metrics = {row.experiment: {m: float(getattr(row, m)) for m in METRICS} for row in table.itertuples()}
+    metrics = {row["experiment"]: {m: None if np.isnan(row[m]) else float(row[m]) for m in METRICS}
+               for _, row in table.iterrows()}
     record.finish(metrics)
     print(f"wrote {out_dir / 'table_11.md'}: {len(predictions) - 1} models and the train mean on {len(truth)} "
           f"test anime")

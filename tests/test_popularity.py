@@ -109,7 +109,8 @@ def jikan_routes(server):
     103 only MAL's placeholder picture, 104's picture 404s; 105 is a supporting character. Anime 2 shares 101."""
     state = {"throttled": False}
 
-    def person(mal_id, image):
+    def person(mal_id):
+        image = "questionmark_23.gif" if mal_id == 103 else f"{mal_id}.jpg"
         return {"mal_id": mal_id, "name": f"Person {mal_id}",
                 "images": {"jpg": {"image_url": f"{server.url}/img/{image}"}}}
 
@@ -121,13 +122,13 @@ def jikan_routes(server):
         page = int(query.get("page", ["1"])[0])
         entries = {(1, 1): [(101, "Main"), (102, "Main"), (105, "Supporting")], (1, 2): [(103, "Main"), (104, "Main")],
                    (2, 1): [(101, "Main"), (106, "Main")]}[(anime_id, page)]
-        body = {"data": [{"character": person(c, f"{c}.jpg"), "role": role} for c, role in entries],
+        body = {"data": [{"character": person(c), "role": role} for c, role in entries],
                 "pagination": {"has_next_page": anime_id == 1 and page == 1}}
         return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
     def character_full(request, query):
         mal_id = int(request.path.split("/")[2])
-        item = person(mal_id, "questionmark_23.gif" if mal_id == 103 else f"{mal_id}.jpg")
+        item = person(mal_id)
         if mal_id != 102:
             item["about"] = f"Character {mal_id} hunts bounties across the solar system."
         return 200, {"Content-Type": "application/json"}, json.dumps({"data": item}).encode()

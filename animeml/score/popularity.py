@@ -2,7 +2,7 @@
 arXiv 2406.16961): the MAL score from what exists before an anime is made, its synopsis and its main characters'
 descriptions and portraits.
 
-    characters = fetch_characters(client, anime_ids)                 # Jikan: role Main, `about`, portrait URL
+    characters, failures = fetch_characters(client, anime_ids)       # Jikan: role Main, `about`, portrait URL
     anime, characters, steps = clean_dataset(table, characters, portraits_dir)   # the paper's cleaning
     split = load_or_make_split(split_path(), anime["anime_id"], characters)      # character clusters kept whole
     features = input_features(["synopsis", "descriptions"], anime, characters, split, settings)
@@ -111,19 +111,33 @@ def main_characters(client, anime_id):
 
 
 def fetch_characters(client, anime_ids):
-    """The main characters of every anime in `anime_ids` as a table of CHARACTER_COLUMNS; each character's
-    `/characters/{id}/full` is asked once, however many anime share it. The bar shows the time left."""
-    rows, details = [], {}
-    for anime_id in tqdm(list(anime_ids), desc="main characters", unit="anime"):
-        for character in main_characters(client, int(anime_id)):
+    """The main characters of every anime in `anime_ids` as a table of CHARACTER_COLUMNS, and a table of what could
+    not be had (anime_id, character_id, reason): an anime or character Jikan fails on is one row there and the run
+    goes on. Each character's `/characters/{id}/full` is asked once, however many anime share it. The bar shows
+    the time left."""
+    from animeml.core.jikan import JikanError
+
+    rows, failures, details = [], [], {}
+    for anime_id in tqdm([int(a) for a in anime_ids], desc="main characters", unit="anime"):
+        try:
+            found = main_characters(client, anime_id)
+        except JikanError as err:
+            failures.append({"anime_id": anime_id, "character_id": None, "reason": str(err)})
+            continue
+        for character in found:
             character_id = character["character_id"]
             if character_id not in details:
-                full = client.get(f"/characters/{character_id}/full", validate=_has_object)["data"]
-                details[character_id] = (full.get("about"), image_url_of(full) or character["image_url"])
+                try:
+                    full = client.get(f"/characters/{character_id}/full", validate=_has_object)["data"]
+                    details[character_id] = (full.get("about"), image_url_of(full) or character["image_url"])
+                except JikanError as err:
+                    failures.append({"anime_id": anime_id, "character_id": character_id, "reason": str(err)})
+                    details[character_id] = (None, character["image_url"])
             about, image_url = details[character_id]
-            rows.append({"anime_id": int(anime_id), "character_id": character_id, "name": character["name"],
+            rows.append({"anime_id": anime_id, "character_id": character_id, "name": character["name"],
                          "role": "Main", "about": about, "image_url": image_url})
-    return pd.DataFrame(rows, columns=CHARACTER_COLUMNS)
+    return (pd.DataFrame(rows, columns=CHARACTER_COLUMNS),
+            pd.DataFrame(failures, columns=["anime_id", "character_id", "reason"]))
 
 
 def _has_list(body):
@@ -328,15 +342,19 @@ def pool_by_anime(anime_ids, characters, vector_of):
 
 
 def portrait_features(files, backbone, image_size, batch_size=32):
-    """{file: pooled features} of a frozen backbone, cached in data/popularity/ per backbone and size."""
+    """{file: pooled features} of a frozen backbone, cached in data/popularity/ per backbone and size (a file
+    changed since, in size or time, is computed again)."""
+    import os
+
     from animeml.core.io import atomic_path
 
     cache = popularity_dir() / f"portrait_features_{backbone}_{image_size}.npz"
+    key_of = {f: f"{f}|{os.stat(f).st_size}|{os.stat(f).st_mtime_ns}" for f in files}
     stored = {}
     if cache.exists():
         with np.load(cache) as data:
             stored = dict(zip(data["files"].tolist(), data["features"]))
-    todo = sorted(set(files) - set(stored))
+    todo = sorted(f for f in files if key_of[f] not in stored)
     if todo:
         from animeml.core.backbones import build_backbone
         from animeml.core.images import image_dataset
@@ -345,11 +363,11 @@ def portrait_features(files, backbone, image_size, batch_size=32):
         batches = image_dataset(todo, image_size=image_size, batch_size=batch_size)
         features = np.concatenate([network(batch, training=False).numpy()
                                    for batch in tqdm(batches, desc=f"portraits ({backbone})", unit="batch")])
-        stored.update(zip(todo, features.astype(np.float32)))
+        stored.update(zip([key_of[f] for f in todo], features.astype(np.float32)))
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, files=np.array(list(stored)), features=np.stack(list(stored.values())))
-    return {f: stored[f] for f in files}
+    return {f: stored[key_of[f]] for f in files}
 
 
 def portrait_pixels(files):
