@@ -251,6 +251,24 @@ def test_missing_models_and_index_say_which_step(tmp_path, monkeypatch):
     assert "01_fetch_metadata.py" in TestClient(create_app()).get("/anime").text
 
 
+def test_corrupt_favourites_file_is_one_line_and_left_alone(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from animeml.app.main import create_app
+    from animeml.core.io import write_csv
+
+    write_csv(anime_rows(), tmp_path / "raw" / "anime.csv")
+    broken = tmp_path / "recommendation" / "favorites.sqlite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path))
+    client = TestClient(create_app())
+    page = client.get("/favorites")
+    assert page.status_code == 500 and "favorites.sqlite is not a readable favourites database" in page.text
+    assert client.post("/favorites/add", data={"anime_id": BEBOP}).status_code == 500
+    assert broken.read_bytes() == b"not a database" * 100
+
+
 def test_app_help_is_fast_and_bad_data_dir_is_one_line(tmp_path):
     import subprocess
     import sys

@@ -56,6 +56,10 @@ def create_app(state=None):
     async def http_error(request, exc):
         return message(request, None, exc.detail if exc.status_code != 404 else "page not found", exc.status_code)
 
+    @app.exception_handler(PipelineError)
+    async def pipeline_error(request, exc):  # e.g. a corrupt favourites file: the library's one line
+        return message(request, None, str(exc), 500)
+
     @app.exception_handler(Exception)
     async def any_error(request, exc):  # never a stack trace on the page; the server log has it
         return message(request, None, f"something went wrong ({type(exc).__name__}); see the server log", 500)

@@ -8,7 +8,6 @@ from animeml.core.io import PipelineError
 from animeml.core.table import read_anime_table, split_list
 
 STEP_TABLE = "python AnimeScorePredictionAllParameters/01_fetch_metadata.py --csv ../shared/data/mal/anime-dataset-2023.csv"
-STEP_INDEX = "python Recommendation/01_build_index.py"
 STEP_CHARACTERS = "python CharacterTagging/02_train_characters.py"
 STEP_TAGGER = "python CharacterTagging/03_train_tagger.py"
 STEP_CAPTIONS = "python CharacterTagging/07_train_captioner.py (Keras) or 06_finetune_blip.py (BLIP)"
@@ -77,9 +76,9 @@ class AppState:
             try:
                 self.recommender = Recommender.load(table, paths.recommendation_dir())
                 self.has_index = True
-            except PipelineError:
+            except PipelineError as err:  # search still works; the message names the file and the step
                 self.recommender = Recommender(table, np.zeros(0, np.int64), np.zeros((0, 1), np.float32))
-                self.missing["recommend"] = f"no synopsis index in {paths.recommendation_dir()}; run {STEP_INDEX}"
+                self.missing["recommend"] = str(err)
         self.genres = sorted({g for text in (table["genres"] if self.recommender else []) for g in split_list(text)})
         self.posters = read_posters()
         self.captioner = self.load_captioner()  # torch before TensorFlow: the other order can segfault
