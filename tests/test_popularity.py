@@ -106,7 +106,8 @@ def test_descriptions_are_chunked_between_words_and_nothing_is_cut_off():
 
 def jikan_routes(server):
     """Anime 1: two pages of characters (the first answer a 429 with Retry-After); character 102 has no `about`,
-    103 only MAL's placeholder picture, 104's picture 404s; 105 is a supporting character. Anime 2 shares 101."""
+    103 only MAL's placeholder picture, 104's picture 404s; 105 is a supporting character. Anime 2 shares 101;
+    its 106 comes back malformed."""
     state = {"throttled": False}
 
     def person(mal_id):
@@ -131,6 +132,8 @@ def jikan_routes(server):
         item = person(mal_id)
         if mal_id != 102:
             item["about"] = f"Character {mal_id} hunts bounties across the solar system."
+        if mal_id == 106:
+            item["about"] = 42  # malformed: neither text nor null
         return 200, {"Content-Type": "application/json"}, json.dumps({"data": item}).encode()
 
     def image(request, query):
@@ -162,24 +165,26 @@ def test_characters_step_survives_a_misbehaving_jikan(data_dir, server, shared):
     step("09_fetch_characters").main(args)
 
     kept = pd.read_csv(data_dir / "raw" / "characters.csv")
-    assert sorted(zip(kept["anime_id"], kept["character_id"])) == [(1, 101), (2, 101), (2, 106)]
+    assert sorted(zip(kept["anime_id"], kept["character_id"])) == [(1, 101), (2, 101)]
+    failed = pd.read_csv(data_dir / "raw" / "characters_failures.csv")
+    assert failed["character_id"].tolist() == [106] and "about" in failed["reason"].iloc[0]
     assert (data_dir / "characters_mal" / "portraits" / "101.jpg").is_file()
     failures = pd.read_csv(data_dir / "characters_mal" / "portraits" / "failures.csv")
     assert "104.jpg" in " ".join(failures.astype(str).to_numpy().ravel())
     assert server.count("/anime/1/characters") >= 3  # the 429, then both pages
     assert server.count("/characters/101/full") == 1  # shared by two anime, asked once
     cleaning = pd.read_csv(data_dir / "reports" / "popularity" / "dataset_cleaning.csv")
-    assert cleaning.iloc[-1]["anime"] == 2 and cleaning.iloc[-1]["characters"] == 3
+    assert cleaning.iloc[-1]["anime"] == 2 and cleaning.iloc[-1]["characters"] == 2
 
     before = dict(server.hits)
-    step("09_fetch_characters").main(args)  # a rerun reads the cached answers
-    assert {p: n for p, n in server.hits.items() if not p.startswith("/img/")} == \
-        {p: n for p, n in before.items() if not p.startswith("/img/")}
+    step("09_fetch_characters").main(args)  # a rerun reads the cached answers and asks only what failed again
+    asked = {p: n - before.get(p, 0) for p, n in server.hits.items() if not p.startswith("/img/")}
+    assert {p: n for p, n in asked.items() if n} == {"/characters/106/full": 1}
 
 
 # --- 09 -> 10 -> 11 end to end ---------------------------------------------------------------------------------
 
-def characters_for(anime_ids, faces, server_url):
+def characters_for(anime_ids, server_url):
     """Two main characters per anime; anime 0-5 chained by shared characters; one long description (several
     chunks); a character without description, one without picture, and an anime left without a usable one."""
     rows = []
@@ -206,7 +211,7 @@ def test_steps_09_10_11_end_to_end_on_real_synopses_and_faces(data_dir, server, 
         200, {"Content-Type": "image/jpeg"}, faces[int(request.path.split("/")[-1][:-4]) % len(faces)].read_bytes())
     chosen, anime_csv = kaggle_subset(shared, 30, data_dir)
     characters_csv = data_dir.parent / "characters_in.csv"
-    characters_for(chosen["anime_id"].tolist(), faces, server.url).to_csv(characters_csv, index=False)
+    characters_for(chosen["anime_id"].tolist(), server.url).to_csv(characters_csv, index=False)
 
     step("09_fetch_characters").main(["--characters-csv", str(characters_csv)])
     kept = pd.read_csv(data_dir / "raw" / "characters.csv")
@@ -246,3 +251,14 @@ def test_missing_characters_is_one_line_and_exit_2(tmp_path):
                             text=True, env={"ANIMEML_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 2
     assert "09_fetch_characters.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_characters_csv_is_a_one_line_error(data_dir, shared, tmp_path):
+    _, anime_csv = kaggle_subset(shared, 3, data_dir)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("anime_id,character_id,name\n1,x,Spike\n")
+    with pytest.raises(PipelineError, match="required column"):
+        step("09_fetch_characters").main(["--characters-csv", str(bad)])
+    bad.write_text("anime_id,character_id,name,role,about,image_url\n1,x,Spike,Main,a,b\n")
+    with pytest.raises(PipelineError, match="whole numbers"):
+        step("09_fetch_characters").main(["--characters-csv", str(bad)])

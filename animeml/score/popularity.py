@@ -5,7 +5,7 @@ descriptions and portraits.
     characters, failures = fetch_characters(client, anime_ids)       # Jikan: role Main, `about`, portrait URL
     anime, characters, steps = clean_dataset(table, characters, portraits_dir)   # the paper's cleaning
     split = load_or_make_split(split_path(), anime["anime_id"], characters)      # character clusters kept whole
-    features = input_features(["synopsis", "descriptions"], anime, characters, split, settings)
+    features, learned = input_features(["synopsis", "descriptions"], anime, characters, split, settings)
     model = build_model({k: v.shape[1] for k, v in features.items()}, target_mean)
 
 Descriptions are embedded whole: each character's `about` is cut into chunks of whole words that the sentence
@@ -90,8 +90,10 @@ def experiment_name(inputs, truncate=False, metadata=False, baseline=None):
 
 def image_url_of(item):
     """The JPEG picture URL of a Jikan object, or None where MAL has none (its question-mark placeholder)."""
-    url = (((item or {}).get("images") or {}).get("jpg") or {}).get("image_url")
-    return url if url and PLACEHOLDER_IMAGE not in url else None
+    images = item.get("images") if isinstance(item, dict) else None
+    jpg = images.get("jpg") if isinstance(images, dict) else None
+    url = jpg.get("image_url") if isinstance(jpg, dict) else None
+    return url if isinstance(url, str) and url and PLACEHOLDER_IMAGE not in url else None
 
 
 def main_characters(client, anime_id):
@@ -101,11 +103,12 @@ def main_characters(client, anime_id):
         body = client.get(f"/anime/{anime_id}/characters", params={"page": page} if page > 1 else None,
                           validate=_has_list)
         for entry in body["data"]:
-            character = entry.get("character") or {}
-            if entry.get("role") == "Main" and character.get("mal_id") is not None:
+            character = entry["character"]
+            if entry.get("role") == "Main":
                 found.append({"character_id": int(character["mal_id"]), "name": character.get("name"),
                               "image_url": image_url_of(character)})
-        if not (body.get("pagination") or {}).get("has_next_page"):
+        pagination = body.get("pagination")
+        if not (isinstance(pagination, dict) and pagination.get("has_next_page") is True):
             break
     return found
 
@@ -141,15 +144,31 @@ def fetch_characters(client, anime_ids):
 
 
 def _has_list(body):
+    """A character list: `data` a list of objects, each with a `character` object that has an integer `mal_id`."""
     from animeml.core.jikan import JikanError
-    if not isinstance(body.get("data"), list):
-        raise JikanError("no `data` list in a character list")
+
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise JikanError("'data' is not a list")
+    for n, entry in enumerate(data, 1):
+        character = entry.get("character") if isinstance(entry, dict) else None
+        if not isinstance(character, dict) or not _is_id(character.get("mal_id")):
+            raise JikanError(f"entry {n} of 'data' has no character with an integer 'mal_id'")
 
 
 def _has_object(body):
+    """A character: `data` an object with an integer `mal_id` and `about` text or null."""
     from animeml.core.jikan import JikanError
-    if not isinstance(body.get("data"), dict) or body["data"].get("mal_id") is None:
-        raise JikanError("no character object in `data`")
+
+    data = body.get("data")
+    if not isinstance(data, dict) or not _is_id(data.get("mal_id")):
+        raise JikanError("'data' is not a character with an integer 'mal_id'")
+    if not isinstance(data.get("about"), (str, type(None))):
+        raise JikanError("'about' is neither text nor null")
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def read_characters_csv(path):
