@@ -138,7 +138,10 @@ def with_intervals(frame, digits=3):
     for column in frame.columns:
         if column.endswith(("_low", "_high")) and column.rsplit("_", 1)[0] in frame.columns:
             continue
-        shown[column] = frame[column].map(lambda v: number(v, digits))
+        values = frame[column]
+        if values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all():
+            values = values.astype("Int64")  # whole numbers read as float because of a missing value
+        shown[column] = values.map(lambda v: number(v, digits)).astype(object).where(values.notna(), "")
         low, high = f"{column}_low", f"{column}_high"
         if low in frame.columns and high in frame.columns:
             shown[column] = [f"{number(v, digits)} [{number(a, digits)}, {number(b, digits)}]"

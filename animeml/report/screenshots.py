@@ -8,12 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from animeml.core.io import PipelineError, atomic_path
+from animeml.core.paths import SHARED
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 START_TIMEOUT = 60  # seconds for the app to load its models and listen
+SAMPLE_ILLUSTRATION = SHARED / "data" / "characters" / "illustrations" / "ahagon_umiko_0.jpg"  # has a face
 TABS = {"anime": "/anime?q=bebop", "favorites": "/favorites?recommend=true", "characters": "/characters",
         "tags": "/tags", "reports": "/report"}
 
@@ -93,5 +95,9 @@ def take_screenshots(report_index, out_dir):
         with serve(create_app()) as url:
             for name, route in TABS.items():
                 driver.get(url + route)
+                upload = driver.find_elements("id", "image")
+                if upload and SAMPLE_ILLUSTRATION.is_file():  # the upload tabs with a result on the page
+                    upload[0].send_keys(str(SAMPLE_ILLUSTRATION))
+                    driver.find_element("id", "upload").click()
                 shots.append(screenshot(driver, Path(out_dir) / f"{name}.png"))
     return shots
