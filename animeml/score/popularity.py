@@ -16,6 +16,7 @@ Portraits go through a frozen backbone of animeml.core.backbones and their featu
 main characters. Scores are min-max scaled by the train split's range, as the paper reports MSE on that scale.
 """
 import functools
+import os
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from animeml.core import paths
 from animeml.core.embeddings import embed_texts
-from animeml.core.io import PipelineError
+from animeml.core.io import PipelineError, atomic_path, write_csv
 from animeml.core.splits import connected_groups, grouped_split
 
 CHARACTER_COLUMNS = ["anime_id", "character_id", "name", "role", "about", "image_url"]
@@ -76,10 +77,8 @@ def features_path(experiment):
     return popularity_dir() / "features" / f"{experiment}.npz"
 
 
-def experiment_name(inputs, truncate=False, metadata=False, baseline=None):
-    """`synopsis-descriptions-portraits_pooled`, `descriptions_truncated`, `synopsis-metadata`, `tfidf-pixels`."""
-    if baseline:
-        return baseline
+def experiment_name(inputs, truncate=False, metadata=False):
+    """`synopsis-descriptions-portraits_pooled`, `descriptions_truncated`, `synopsis-metadata`, ..."""
     name = "-".join(i for i in INPUTS if i in inputs)
     if "descriptions" in inputs:
         name += "_truncated" if truncate else "_pooled"
@@ -276,8 +275,6 @@ def load_or_make_split(path, anime_ids, characters, val=0.15, test=0.15, seed=42
     """train/val/test per anime (aligned with `anime_ids`), read from `path` or made and saved there. Anime new
     since the file was written join the part of their cluster (train for a new cluster); new characters that
     would join clusters of two parts are an error, since the test set must not change once written."""
-    from animeml.core.io import write_csv
-
     anime_ids = pd.Series(anime_ids, dtype="int64").reset_index(drop=True)
     cluster_of = character_clusters(anime_ids, characters)
     clusters = anime_ids.map(cluster_of)
@@ -363,16 +360,12 @@ def pool_by_anime(anime_ids, characters, vector_of):
 def portrait_features(files, backbone, image_size, batch_size=32):
     """{file: pooled features} of a frozen backbone, cached in data/popularity/ per backbone and size (a file
     changed since, in size or time, is computed again)."""
-    import os
-
-    from animeml.core.io import atomic_path
-
     cache = popularity_dir() / f"portrait_features_{backbone}_{image_size}.npz"
     key_of = {f: f"{f}|{os.stat(f).st_size}|{os.stat(f).st_mtime_ns}" for f in files}
     stored = {}
     if cache.exists():
         with np.load(cache) as data:
-            stored = dict(zip(data["files"].tolist(), data["features"]))
+            stored = dict(zip(data["keys"].tolist(), data["features"]))
     todo = sorted(f for f in files if key_of[f] not in stored)
     if todo:
         from animeml.core.backbones import build_backbone
@@ -385,7 +378,7 @@ def portrait_features(files, backbone, image_size, batch_size=32):
         stored.update(zip([key_of[f] for f in todo], features.astype(np.float32)))
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, files=np.array(list(stored)), features=np.stack(list(stored.values())))
+                np.savez(handle, keys=np.array(list(stored)), features=np.stack(list(stored.values())))
     return {f: stored[key_of[f]] for f in files}
 
 
@@ -463,8 +456,6 @@ def build_model(dims, target_mean, hidden=256, dropout=0.3, name="popularity"):
 def save_features(path, anime_ids, scores, split, inputs):
     """The inputs a model was trained on, for every anime with its score and part, so that step 11 evaluates the
     saved model on exactly these rows."""
-    from animeml.core.io import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, anime_id=np.asarray(anime_ids, np.int64), score=np.asarray(scores, float),
