@@ -1,14 +1,15 @@
-"""Run the numbered steps of a task in order, skipping a step whose outputs already exist.
+"""Run the numbered steps of a task in order, skipping a step whose outputs are up to date.
 
     python run_pipeline.py                                   # online: Jikan metadata, poster downloads, merge
     python run_pipeline.py --metadata-csv ../shared/data/mal/anime-dataset-2023.csv \\
                            --posters-dir ../shared/data/posters   # offline, from local files
     python run_pipeline.py --task score --yolo-weights ../shared/models/yolov8n_int8.tflite
                                                              # then train, evaluate and analyse the score models
-    python run_pipeline.py --task all                        # every task: score, genres, recommendation, characters
+    python run_pipeline.py --task all                        # every offline task, then the report
     python run_pipeline.py --only merge --force              # rerun one step
     python run_pipeline.py --from 05                         # rerun a step and everything after it
     python run_pipeline.py --list --task all                 # show the steps
+    python run_pipeline.py --task report                     # data/reports/index.html from what the steps wrote
 
 The score, genres and recommendation tasks start with the data steps (the "data" task is just those). Each step
 is also a script of its own (see README.md); this file only chains them.
@@ -42,6 +43,7 @@ class Step:
     outputs: Callable[[], list]
     inputs: Callable[[argparse.Namespace], list] = lambda args: []
     args: Callable[[argparse.Namespace], list] = lambda args: []
+    always: bool = False  # cheap and reads everything: rerun on every call
 
 
 def model(stem):
@@ -112,6 +114,18 @@ TASKS = {
              lambda: [paths.recommendation_dir() / "benchmark.json"],
              inputs=lambda a: [paths.recommendation_dir() / "synopsis.faiss"]),
     ],
+    # Needs the fetch step online (Jikan), or --characters-csv with a local characters table.
+    "popularity": DATA_STEPS[:1] + [
+        Step("score/09_fetch_characters", f"{SCORE}/09_fetch_characters.py", lambda: [paths.raw_csv().with_name(
+             "characters.csv")], inputs=lambda a: [paths.raw_csv()] + ([a.characters_csv] if a.characters_csv else []),
+             args=lambda a: ["--characters-csv", a.characters_csv] if a.characters_csv else []),
+        Step("score/10_train_popularity", f"{SCORE}/10_train_popularity.py",
+             lambda: [model("popularity_synopsis-descriptions-portraits_truncated")],
+             inputs=lambda a: [paths.raw_csv(), paths.raw_csv().with_name("characters.csv")], args=lambda a: ["--table-11"]),
+        Step("score/11_evaluate_popularity", f"{SCORE}/11_evaluate_popularity.py",
+             lambda: [paths.reports_dir() / "popularity/table_11.csv"],
+             inputs=lambda a: [model("popularity_synopsis-descriptions-portraits_truncated")]),
+    ],
     # Reads the face, illustration and tag sets (default: ../shared/data/characters and ../shared/data/tags).
     "characters": [
         Step("characters/01_detect_faces", "CharacterTagging/01_detect_faces.py",
@@ -126,9 +140,17 @@ TASKS = {
 }
 
 
+# The report reads what every other step wrote; "all" ends with it.
+REPORT = Step("report/report", "report.py", lambda: [paths.reports_dir() / "index.html"], always=True)
+OFFLINE_TASKS = ["data", "score", "genres", "recommendation", "characters"]
+
+
 def steps_of(task):
-    steps = [step for name in TASKS for step in TASKS[name]] if task == "all" else TASKS[task]
-    return list(dict.fromkeys(steps))
+    if task == "report":
+        return [REPORT]
+    if task == "all":
+        return list(dict.fromkeys(step for name in OFFLINE_TASKS for step in TASKS[name])) + [REPORT]
+    return TASKS[task]
 
 
 def find_step(steps, key):
@@ -136,7 +158,7 @@ def find_step(steps, key):
     folder) or a part of its words (`merge`, `gradcam`); a key that fits several steps is an error."""
     def matches(step):
         folder, stem = step.name.split("/")
-        number, rest = stem.split("_", 1)
+        number, _, rest = stem.partition("_")
         return key in (step.name, stem, number, f"{folder}/{number}") or key in rest
     found = [i for i, step in enumerate(steps) if matches(step)]
     if len(found) != 1:
@@ -172,6 +194,8 @@ def why_run(step, args, state):
     """The reason `step` must run, or None when its outputs are up to date."""
     if args.force:
         return "forced"
+    if step.always:
+        return "it reads every step's outputs"
     missing = [p for p in step.outputs() if not p.exists()]
     if missing:
         return f"{missing[0]} is missing"
@@ -189,11 +213,15 @@ def why_run(step, args, state):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=list(TASKS) + ["all"], default="data",
-                        help="which steps follow the data steps (default: none, just data)")
+    parser.add_argument("--task", choices=list(TASKS) + ["report", "all"], default="data",
+                        help="which steps follow the data steps (default: none, just data); report writes "
+                             "data/reports/index.html from what the steps wrote; all = every offline task, then "
+                             "the report (popularity needs Jikan online or --characters-csv)")
     parser.add_argument("--metadata-csv", type=Path, help="Kaggle 2023 layout CSV instead of fetching from Jikan")
     parser.add_argument("--posters-dir", type=Path, help="local posters folder (with posters.csv) instead of downloads")
     parser.add_argument("--limit", type=int, help="fetch at most N anime from Jikan")
+    parser.add_argument("--characters-csv", type=Path, help="popularity: a local characters table (anime_id, "
+                        "character_id, name, role, about, image_url) instead of fetching from Jikan")
     parser.add_argument("--yolo-weights", default="yolov8n.pt", help="YOLO weights for object counts (offline: a "
                         "local file such as ../shared/models/yolov8n_int8.tflite)")
     parser.add_argument("--backbone", type=lambda b: ["--backbone", b], default=[],
