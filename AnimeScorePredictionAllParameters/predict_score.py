@@ -61,6 +61,7 @@ def main(argv=None):
     from animeml.core.table import clean_table, read_kaggle_csv
     from animeml.score.models import load_score_model, model_path, nothing_known, predict_scores
 
+    batch.check_out(args.out)
     model_file = Path(args.model) if args.model else model_path(args.kind)
     model, sidecar = batch.load_model_for(lambda path: load_score_model(args.kind, path), model_file,
                                           TRAIN_STEPS[args.kind], ["inputs"])

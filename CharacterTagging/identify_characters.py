@@ -66,6 +66,7 @@ def main(argv=None):
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.paths import models_dir
 
+    batch.check_out(args.out)
     model_file = args.model or models_dir() / SETTINGS["model"]
     model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["labels", "image_size"])
     names, image_size = sidecar["labels"], sidecar["image_size"]

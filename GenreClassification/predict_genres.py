@@ -33,6 +33,7 @@ def main(argv=None):
     from animeml.core.paths import models_dir
     from animeml.genres import load_model, predict_table, scheme_thresholds
 
+    batch.check_out(args.out)
     model_file = args.model or models_dir() / SETTINGS["model"]
     model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["genres", "thresholds", "image_size"])
     genres = sidecar["genres"]

@@ -220,6 +220,9 @@ def test_tag_images_flags_and_nothing_to_do(stores, images, tmp_path):
     status, _, err = run_script("CharacterTagging/tag_images.py", "--images", images, "--out", tmp_path / "t.csv",
                                 "--model", stores / "tags.h5", "--threshold", "-1")
     assert status == 2 and "--threshold" in err
+    for script in SCRIPTS[1:]:
+        status, _, err = run_script(script, "--images", images, "--out", tmp_path, "--model", stores / "tags.h5")
+        assert_one_error_line(status, err, "is a folder")
     only_broken = tmp_path / "only_broken"
     only_broken.mkdir()
     for name in BROKEN:
@@ -318,6 +321,9 @@ def test_predict_score_bad_tables_and_flags(stores, tmp_path, monkeypatch):
     status, _, err = run_script("AnimeScorePredictionAllParameters/predict_score.py", "--csv", tmp_path / "ok.csv",
                                 *vision, "--batch-size", "0")
     assert status == 2 and "--batch-size" in err
+    status, _, err = run_script("AnimeScorePredictionAllParameters/predict_score.py", "--csv", tmp_path / "ok.csv",
+                                *vision, "--out", tmp_path)
+    assert_one_error_line(status, err, "is a folder")
 
 
 @pytest.mark.parametrize("broken", ["h5", "sidecar"])

@@ -91,6 +91,12 @@ def outcome_table(key_column, keys, outcomes, columns):
     return pd.DataFrame(rows, columns=[key_column, *columns, "status", "reason"])
 
 
+def check_out(out):
+    """Refuse an --out that is a folder before any work is done (the table is written only at the end)."""
+    if Path(out).is_dir():
+        raise PipelineError(f"--out {out} is a folder; give the name of the CSV file to write")
+
+
 def finish(table, outcomes, out, what="inputs"):
     """Write `table` to `out`, print `N done, M skipped`; when nothing could be done, a PipelineError (exit 2)."""
     write_csv(table, out)
