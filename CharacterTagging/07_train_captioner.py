@@ -93,7 +93,7 @@ def main(argv=None):
     stop = keras.callbacks.EarlyStopping("val_loss" if has_val else "loss", patience=args.patience,
                                          restore_best_weights=True)
     history = model.fit(datasets["train"], validation_data=datasets["val"] if has_val else None,
-                        epochs=args.epochs, callbacks=[stop], verbose=2)
+                        epochs=args.epochs, callbacks=[stop], shuffle=False, verbose=2)
 
     check = parts["val"] if has_val else parts["train"]
     predicted = captioner.caption_images(model, vocabulary, check.image_bytes, len(check), args.image_size,

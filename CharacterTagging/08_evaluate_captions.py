@@ -130,13 +130,13 @@ def plot_examples(test, predictions, count, path):
     columns = min(4, count)
     rows = -(-count // columns)
     height = 2.2 + 0.45 * len(predictions)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, height * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in zip(range(count), axes.flat):
         ax.imshow(test.image(i))
         lines = [f"reference: {test.captions[i]}"] + [f"{name}: {texts[i]}" for name, texts in predictions.items()]
-        ax.set_title("\n".join(textwrap.shorten(line, 70) for line in lines), fontsize=6, loc="left")
+        ax.set_title("\n".join(textwrap.shorten(line, 95) for line in lines), fontsize=6, loc="left")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

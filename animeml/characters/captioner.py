@@ -131,6 +131,7 @@ def caption_dataset(data, token_rows, image_size, batch_size, training, seed=0):
     shuffles and flips (colours are what the captions name, so no colour jitter)."""
     images = tf.data.Dataset.from_generator(lambda: (data.image_bytes(i) for i in range(len(data))),
                                             output_signature=tf.TensorSpec((), tf.string))
+    images = images.apply(tf.data.experimental.assert_cardinality(len(data)))  # so Keras knows an epoch's steps
     ds = tf.data.Dataset.zip(images.map(lambda b: decode_bytes(b, image_size)),
                              tf.data.Dataset.from_tensor_slices(token_rows)).cache()
     if training:

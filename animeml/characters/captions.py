@@ -314,7 +314,7 @@ def finetune_blip(processor, model, train, val, checkpoints, steps, batch_size=8
         for micro in range(accumulation):
             loss = loss_of(micro_batch(step * accumulation + micro)) / accumulation
             scaler.scale(loss).backward()
-            total += float(loss)
+            total += loss.item()
         scaler.step(optimizer)
         scaler.update()
         step += 1
