@@ -40,6 +40,8 @@ def main(argv=None):
     from animeml.recommendation import save_index
 
     out_dir = args.out_dir or paths.recommendation_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PipelineError(f"--out-dir {out_dir} is a file; give a folder")
     table = read_anime_table(args.csv or paths.raw_csv())
     if table.empty:
         raise PipelineError(f"{args.csv or paths.raw_csv()} has no anime rows")

@@ -60,6 +60,8 @@ def main(argv=None):
     from animeml.recommendation import evaluate, franchise_queries, load_recommender
 
     out_dir = args.out_dir or paths.recommendation_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PipelineError(f"--out-dir {out_dir} is a file; give a folder")
     rec = load_recommender(args.csv, args.index_dir or paths.recommendation_dir())
     queries = franchise_queries(rec)
     if not len(queries):

@@ -46,6 +46,8 @@ def main(argv=None):
     from animeml.recommendation import hybrid_loop, load_recommender, python_items
 
     index_dir = args.index_dir or paths.recommendation_dir()
+    if args.out is not None and args.out.is_dir():
+        raise PipelineError(f"--out {args.out} is a folder; give the name of the JSON file to write")
     rec = load_recommender(args.csv, index_dir)
     if args.queries + args.loop_queries > rec.n:
         raise PipelineError(f"--queries + --loop-queries ({args.queries + args.loop_queries}) is more than the "
