@@ -64,7 +64,7 @@ def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
         assert wait.until(seen.presence_of_element_located((By.ID, "title"))).text == "Cowboy Bebop"
         assert driver.execute_script(ALL_IMAGES_LOADED)  # its poster
         driver.find_element(By.ID, "star").click()
-        assert "in favourites" in wait.until(seen.presence_of_element_located((By.ID, "star"))).text
+        wait.until(seen.text_to_be_present_in_element((By.ID, "star"), "in favourites"))  # the page reloaded
 
         driver.find_element(By.ID, "tab-favorites").click()
         assert "Cowboy Bebop" in wait.until(seen.presence_of_element_located((By.ID, "favourites"))).text
