@@ -70,7 +70,10 @@ def main(argv=None):
     model_file = args.model or models_dir() / SETTINGS["model"]
     model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["labels", "image_size"])
     names, image_size = sidecar["labels"], sidecar["image_size"]
-    labels = read_image_labels(args.labels) if args.labels else None
+    try:
+        labels = read_image_labels(args.labels) if args.labels else None
+    except (OSError, ValueError) as err:  # pandas' errors for an empty, binary or malformed CSV are ValueErrors
+        raise PipelineError(f"cannot read --labels {args.labels}: {str(err).splitlines()[0]}") from None
     detect = make_detector(args)
     paths = list_images(args.images)
     if not paths:
