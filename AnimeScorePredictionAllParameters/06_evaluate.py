@@ -14,23 +14,18 @@ signal there.
 Writes data/reports/score/score_metrics.{csv,md} and data/reports/score/test_predictions.csv (row_set "anime":
 one row per test anime; "poster": one row per test poster, with its image_path).
 """
-import argparse
 import re
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.io import PipelineError, write_csv
-from animeml.core.cli import run
-from animeml.core.table import read_anime_table
-from animeml.core.metrics import metrics_table, write_tables
-from animeml.score.features import fit_metadata_encoder, score_split
-from animeml.score.models import (MODEL_STEMS, fit_baselines, load_score_model, model_path, poster_calibration,
-                                  predict_scores, report_title, reports_path, scored_poster_rows)
-
-N_BOOT = 1000
+SETTINGS = dict(
+    n_boot=1000,
+    seed=42,
+)
+TRAIN_STEPS = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py",
+               "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
+               "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}
 
 
 def model_label(kind, sidecar):
@@ -42,15 +37,37 @@ def column_name(label):
     return "pred_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", type=Path, default=paths.raw_csv(), help="output of step 01")
-    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
-    parser.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples per interval")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=reports_path())
-    args = parser.parse_args()
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--metadata", type=Path, default=paths.raw_csv(), help="anime table, output of step 01")
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="posters + metadata, output of step 03")
+    parser.add_argument("--n-boot", type=cli.positive_int, default=SETTINGS["n_boot"],
+                        help="bootstrap resamples per interval")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seeds the bootstrap resamples")
+    parser.add_argument("--out", type=Path, default=paths.reports_dir() / "score", help="report folder")
+    args = cli.parse(parser, argv)
 
+    import numpy as np
+    import pandas as pd
+
+    from animeml.core.batch import load_model_for
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.core.metrics import metrics_table, write_tables
+    from animeml.core.runs import RunRecord
+    from animeml.core.table import read_anime_table
+    from animeml.score.features import fit_metadata_encoder, score_split
+    from animeml.score.models import (MODEL_STEMS, fit_baselines, load_score_model, model_path, poster_calibration,
+                                      predict_scores, report_title, scored_poster_rows)
+
+    found = [kind for kind in MODEL_STEMS if model_path(kind).exists()]
+    if not found:
+        raise PipelineError(f"no trained score model in {paths.models_dir()}: run "
+                            f"{', '.join(TRAIN_STEPS[kind] for kind in MODEL_STEMS)}")
+    record = RunRecord("score/06_evaluate", cli.settings_of(args),
+                       inputs={"metadata": args.metadata, "merged": args.merged,
+                               **{f"{kind}_model": model_path(kind) for kind in found}})
+    models = {kind: load_model_for(lambda path, kind=kind: load_score_model(kind, path), model_path(kind),
+                                   TRAIN_STEPS[kind]) for kind in found}
     models = {kind: load_score_model(kind) for kind in MODEL_STEMS if model_path(kind).exists()}
     if not models:
         raise PipelineError(f"no trained score model in {paths.models_dir()}: run steps 04, 05 or OnlyPoster/01")
@@ -123,8 +140,10 @@ def main():
         for row in metrics.to_dict("records"):
             print(f"  {row['model']}: MAE {row['MAE']:.3f} [{row['MAE_low']:.3f}, {row['MAE_high']:.3f}], "
                   f"Spearman {row['Spearman']:.3f} [{row['Spearman_low']:.3f}, {row['Spearman_high']:.3f}]")
+    record.finish({section: metrics.drop(columns="n").set_index("model").to_dict("index")
+                   for section, metrics in sections.items()})
     print(f"wrote {args.out / 'score_metrics.md'}, score_metrics.csv and test_predictions.csv")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -8,40 +8,54 @@ of the test MAE when that group is shuffled across test rows, with a 95% t-inter
 Next to it, the weight norms of every first Dense layer per group (see animeml/importance.py for which layers).
 Writes data/reports/analysis/<model>_importance.csv, <model>_first_layer_norms.csv and <model>_importance.png.
 """
-import argparse
 from pathlib import Path
 
-import numpy as np
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.io import PipelineError, write_csv
-from animeml.core.cli import run
-from animeml.core.images import load_image
-from animeml.score.importance import first_layer_weight_norms, input_groups, permutation_importance, plot_importance
-from animeml.core.table import read_merged
-from animeml.core.table import read_anime_table
-from animeml.score.features import model_inputs, score_split
-from animeml.score.models import blended_scores, load_score_model, model_path, report_title
-
-BATCH_SIZE = 32
+SETTINGS = dict(
+    kind="hybrid",
+    repeats=5,
+    batch_size=32,
+    seed=42,
+)
+TRAIN_STEPS = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py",
+               "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py"}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["hybrid", "text"], default="hybrid")
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--kind", choices=["hybrid", "text"], default=SETTINGS["kind"], help="score model to explain")
     parser.add_argument("--model", type=Path, help="default: data/models/anime_<kind>_model.h5")
     parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="posters + metadata (step 03)")
     parser.add_argument("--metadata", type=Path, default=paths.raw_csv(), help="anime table (step 01), for --kind text")
-    parser.add_argument("--repeats", type=int, default=5, help="shuffles per group")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=paths.reports_dir() / "analysis")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=cli.positive_int, default=SETTINGS["repeats"], help="shuffles per group")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="rows per prediction batch")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seeds the shuffles")
+    parser.add_argument("--out", type=Path, default=paths.reports_dir() / "analysis", help="report folder")
+    args = cli.parse(parser, argv)
 
-    model, sidecar = load_score_model(args.kind, args.model or model_path(args.kind))
+    import numpy as np
+
+    from animeml.core.batch import load_model_for
+    from animeml.core.images import load_image
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.core.runs import RunRecord
+    from animeml.core.table import read_anime_table, read_merged
+    from animeml.score.features import model_inputs, score_split
+    from animeml.score.importance import (first_layer_weight_norms, input_groups, permutation_importance,
+                                          plot_importance)
+    from animeml.score.models import blended_scores, load_score_model, model_path, report_title
+
+    model_file = args.model or model_path(args.kind)
+    model, sidecar = load_model_for(lambda path: load_score_model(args.kind, path), model_file,
+                                    TRAIN_STEPS[args.kind])
     # The hybrid is scored on poster rows, the text model on every scored anime, as each was trained
     source = args.merged if "image" in sidecar["inputs"] else args.metadata
     if not source.exists():
         raise PipelineError(f"{source} not found: run steps 01-03 first")
+    record = RunRecord("score/08_feature_importance", cli.settings_of(args),
+                       inputs={"model": model_file, "table": source})
     table = read_merged(source) if "image" in sidecar["inputs"] else read_anime_table(source)
     table = table[table["score"].notna()].reset_index(drop=True)
     split = score_split(table["anime_id"])
@@ -55,7 +69,7 @@ def main():
     targets = test["score"].to_numpy(dtype=float)
 
     def predict(x):  # the text model's score blends in its gradient boosting: measure what users get
-        return blended_scores(model.predict(x, batch_size=BATCH_SIZE, verbose=0)[:, 0], x, sidecar)
+        return blended_scores(model.predict(x, batch_size=args.batch_size, verbose=0)[:, 0], x, sidecar)
 
     importance = permutation_importance(predict, inputs, targets, input_groups(sidecar), repeats=args.repeats,
                                         seed=args.seed)
@@ -65,12 +79,14 @@ def main():
     importance["train_mean_baseline_mae"] = baseline_mae
     norms = first_layer_weight_norms(model, input_groups(sidecar))
 
-    stem = Path(model_path(args.kind) if args.model is None else args.model).stem
+    stem = model_file.stem
     write_csv(importance, args.out / f"{stem}_importance.csv")
     write_csv(norms, args.out / f"{stem}_first_layer_norms.csv")
     plot_importance(importance, norms, args.out / f"{stem}_importance.png",
                     report_title(f"{stem}: permutation importance on {len(test)} test rows",
                                  sidecar["with_post_release"]))
+    record.finish({"test_mae": float(importance["base_mae"].iloc[0]), "train_mean_baseline_mae": float(baseline_mae),
+                   "mae_increase": dict(zip(importance["group"], importance["mae_increase"]))})
     top = ", ".join(f"{r['group']} +{r['mae_increase']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
                     for r in importance.head(5).to_dict("records"))
     print(f"{stem}: test MAE {importance['base_mae'].iloc[0]:.3f} on {len(test)} rows (train-mean baseline "
@@ -78,4 +94,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

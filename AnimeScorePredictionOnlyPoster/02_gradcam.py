@@ -8,33 +8,45 @@ anime faces boxed), gradcam_grid.png, and gradcam_posters.csv with one row per p
 predicted score and where the heat falls (centre vs border, on detected faces vs elsewhere, with the area
 shares a uniform map would give). The maps show which pixels push the predicted score up.
 """
-import argparse
 from pathlib import Path
 
-import pandas as pd
+from animeml.core import cli, paths, store
+from animeml.core.faces import DEFAULT_CASCADE
+from animeml.core.io import PipelineError
 
-from animeml.core import paths
-from animeml.core.io import PipelineError, write_csv
-from animeml.core.cli import run
-from animeml.core.faces import DEFAULT_CASCADE, load_cascade
-from animeml.score.gradcam import explain_posters, pick_examples
-from animeml.score.models import load_score_model, model_path, predict_scores, scored_poster_rows
+SETTINGS = dict(
+    per_group=4,
+)
+TRAIN_STEP = "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=model_path("vision"), help="vision-only score model (.h5)")
-    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
-    parser.add_argument("--per-group", type=int, default=4, help="posters each for best, worst and typical")
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--model", type=Path, default=store.model_file("anime", "vision_only_model"),
+                        help="vision-only score model (.h5 with its .json sidecar)")
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="posters + metadata, output of step 03")
+    parser.add_argument("--per-group", type=cli.positive_int, default=SETTINGS["per_group"],
+                        help="posters each for best, worst and typical")
     parser.add_argument("--images", type=Path, nargs="*", default=[], help="more posters to explain")
-    parser.add_argument("--face-cascade", type=Path, default=DEFAULT_CASCADE)
-    parser.add_argument("--out", type=Path, default=paths.reports_dir() / "gradcam")
-    args = parser.parse_args()
+    parser.add_argument("--face-cascade", type=Path, default=DEFAULT_CASCADE,
+                        help="OpenCV anime-face cascade XML (faces are boxed and their heat share measured)")
+    parser.add_argument("--out", type=Path, default=paths.reports_dir() / "gradcam", help="report folder")
+    args = cli.parse(parser, argv)
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise PipelineError(f"--images not found: {', '.join(missing)}")
 
-    model, sidecar = load_score_model("vision", args.model)
+    import pandas as pd
+
+    from animeml.core.batch import load_model_for
+    from animeml.core.faces import load_cascade
+    from animeml.core.io import write_csv
+    from animeml.core.runs import RunRecord
+    from animeml.score.gradcam import explain_posters, pick_examples
+    from animeml.score.models import load_score_model, predict_scores, scored_poster_rows
+
+    model, sidecar = load_model_for(lambda path: load_score_model("vision", path), args.model, TRAIN_STEP)
+    record = RunRecord("poster/02_gradcam", cli.settings_of(args), inputs={"model": args.model, "merged": args.merged})
     table, split = scored_poster_rows(args.merged)
     test = table[split == "test"].reset_index(drop=True)
     if test.empty:
@@ -54,6 +66,10 @@ def main():
     write_csv(explained, args.out / "gradcam_posters.csv")
 
     gradcam = explained[explained["method"] == "gradcam"]
+    shares = explained.groupby("method")[["face_heat_share", "face_area_share", "centre_heat_share",
+                                          "centre_area_share"]].mean()
+    record.finish({"test_mae": float(test_mae), "train_mean_baseline_mae": float(baseline_mae),
+                   "posters_explained": len(chosen), "mean_shares": shares.to_dict("index")})
     print(f"test MAE {test_mae:.3f} over {len(test)} posters (train-mean baseline {baseline_mae:.3f}); "
           f"explained {len(chosen)} posters into {args.out}: Grad-CAM heat on faces "
           f"{gradcam['face_heat_share'].mean():.2f} (area {gradcam['face_area_share'].mean():.2f}), "
@@ -61,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

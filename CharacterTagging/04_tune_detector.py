@@ -11,24 +11,20 @@ Writes data/characters/illustration_split.csv and data/characters/detector_setti
 tuning part; the chosen one and the default also on the test part), and prints the flags to pass to
 identify_characters.py.
 """
-import argparse
 import itertools
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from tqdm import tqdm
-
-from animeml.characters.classifier import character_hits, load_model, model_path, name_faces, read_image_labels
-from animeml.core.io import PipelineError, write_csv
-from animeml.core.cli import run
-from animeml.core.faces import MIN_NEIGHBORS, SCALE_FACTOR, detect_faces, load_cascade, load_rgb
-from animeml.core.metrics import bootstrap_indices
+from animeml.core import cli, store
+from animeml.core.faces import MIN_NEIGHBORS, SCALE_FACTOR
 from animeml.core.paths import SHARED, characters_dir
-from animeml.core.splits import load_or_make_split
 
-DEFAULT_IMAGES = SHARED / "data" / "characters" / "illustrations"
-DEFAULT_LABELS = SHARED / "data" / "characters" / "labels.csv"
+SETTINGS = dict(
+    images=SHARED / "data" / "characters" / "illustrations",
+    labels=SHARED / "data" / "characters" / "labels.csv",
+    model=store.model_file("characters", "efficientnet_lite0"),
+    seed=42,
+)
+TRAIN_STEP = "CharacterTagging/02_train_characters.py"
 GRID = {"scale_factor": (1.05, SCALE_FACTOR), "min_neighbors": (3, MIN_NEIGHBORS), "min_size": (24, 32),
         "upscale": (1.0, 2.0)}
 CASCADE_DEFAULT = {"scale_factor": SCALE_FACTOR, "min_neighbors": MIN_NEIGHBORS, "min_size": 24, "upscale": 1.0}
@@ -39,6 +35,8 @@ UNKNOWN_THRESHOLD = 0.5  # as identify_characters.py; the ranking counts every f
 def face_namer(model, names, image_size):
     """name(file, image, boxes) -> best names of the boxes; a box already named (same file, same box) is not
     classified again, since neighbouring settings of the grid find many of the same faces."""
+    from animeml.characters.classifier import name_faces
+
     cache = {}
 
     def name(file, image, boxes):
@@ -54,6 +52,11 @@ def face_namer(model, names, image_size):
 
 def hits(images, labels, settings, cascade, name):
     """character_hits of one cascade setting over the images {file: RGB array}."""
+    import pandas as pd
+
+    from animeml.characters.classifier import character_hits
+    from animeml.core.faces import detect_faces
+
     faces = [{"file": file, "best_character": best, "confidence": confidence}
              for file, image in images.items()
              for best, confidence in name(file, image, detect_faces(image, cascade, **settings))]
@@ -63,24 +66,43 @@ def hits(images, labels, settings, cascade, name):
 
 def interval(found, seed, level=0.95):
     """Percentile bootstrap interval of the share of images with the character found."""
+    import numpy as np
+
+    from animeml.core.metrics import bootstrap_indices
+
     shares = [found[index].mean() for index in bootstrap_indices(len(found), seed=seed)]
     return tuple(np.quantile(shares, [(1 - level) / 2, (1 + level) / 2]))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of labelled illustrations")
-    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS, help="CSV of file,character[,kind]")
-    parser.add_argument("--model", type=Path, default=model_path("characters", "efficientnet_lite0"),
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--images", type=Path, default=SETTINGS["images"], help="folder of labelled illustrations")
+    parser.add_argument("--labels", type=Path, default=SETTINGS["labels"], help="CSV of file,character[,kind]")
+    parser.add_argument("--model", type=Path, default=SETTINGS["model"],
                         help="character model of step 02 (.h5 with its .json sidecar)")
-    parser.add_argument("--seed", type=int, default=42, help="seeds the tuning/test split and the bootstrap")
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"],
+                        help="seeds the tuning/test split and the bootstrap")
+    args = cli.parse(parser, argv)
+
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from animeml.characters.classifier import load_model, read_image_labels
+    from animeml.core.batch import load_model_for
+    from animeml.core.faces import load_cascade, load_rgb
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.core.runs import RunRecord, fingerprint_files
+    from animeml.core.splits import load_or_make_split
 
     labels = {file: character for file, character in read_image_labels(args.labels).items()
               if (args.images / file).exists()}
     if len(labels) < 10:
         raise PipelineError(f"{args.labels}: only {len(labels)} labelled images found in {args.images}, need 10")
     files = sorted(labels)
+    record = RunRecord("characters/04_tune_detector", cli.settings_of(args),
+                       inputs={"labels": args.labels, "model": args.model})
+    record.add_input("images", fingerprint_files([args.images / file for file in files]))
     characters = sorted(set(labels.values()))
     one_hot = np.array([[labels[file] == character for character in characters] for file in files])
     split = load_or_make_split(characters_dir() / "illustration_split.csv", files, val=0.0, test=TEST_SHARE,
@@ -89,7 +111,7 @@ def main():
              for part, role in (("tune", "train"), ("test", "test"))}
     print(f"{len(files)} labelled images: {len(parts['tune'])} tune the detector, {len(parts['test'])} measure it")
 
-    model, sidecar = load_model(args.model)
+    model, sidecar = load_model_for(load_model, args.model, TRAIN_STEP, ["labels", "image_size"])
     name = face_namer(model, sidecar["labels"], sidecar["image_size"])
     cascade = load_cascade()
     grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
@@ -113,9 +135,13 @@ def main():
         print(f"{role} {settings}: character found in {found.sum()} of {len(found)} test images "
               f"({found.mean():.1%}, 95% interval {low:.1%}-{high:.1%}), a face in {tested['with_face'].mean():.1%}")
     write_csv(table, characters_dir() / "detector_settings.csv")
+    measured = table.dropna(subset=["role"]).set_index("role")
+    record.finish({"chosen": chosen, "tune_character_found": float(table.at[best, "tune_character_found"]),
+                   "test_character_found": measured["test_character_found"].to_dict(),
+                   "test_found_interval": measured[["test_found_low", "test_found_high"]].to_dict("index")})
     flags = " ".join(f"--{key.replace('_', '-')} {value:g}" for key, value in chosen.items())
     print(f"identify_characters.py {flags}  (written {characters_dir() / 'detector_settings.csv'})")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -8,36 +8,45 @@ split).
     python GenreClassification/01_make_labels.py --top 10
     python GenreClassification/01_make_labels.py --types TV Movie --catalog-covers ../shared/data/posters
 """
-import argparse
 from pathlib import Path
 
-import pandas as pd
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.io import PipelineError, write_csv, write_json
-from animeml.core.cli import run
-from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
-from animeml.core.table import read_merged
+SETTINGS = dict(
+    top=10,
+    seed=42,
+)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
-    parser.add_argument("--top", type=int, default=10, help="number of most frequent genres to keep")
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="posters + metadata, output of step 03")
+    parser.add_argument("--top", type=cli.positive_int, default=SETTINGS["top"],
+                        help="number of most frequent genres to keep")
     parser.add_argument("--types", nargs="+", help="keep only these anime types (e.g. TV Movie); unknown dropped")
     parser.add_argument("--catalog-covers", type=Path, metavar="DIR",
                         help="a posters folder with catalog_covers.csv: its covers become extra training rows")
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"],
+                        help="seeds the stratified split (only when data/genres/split.csv is made)")
+    args = cli.parse(parser, argv)
+
+    import pandas as pd
+
+    from animeml.core.io import PipelineError, write_csv, write_json
+    from animeml.core.runs import RunRecord
+    from animeml.core.table import read_merged
+    from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
+
     if not args.merged.exists():
         raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
-
+    catalog_csv = args.catalog_covers and args.catalog_covers / "catalog_covers.csv"
+    if catalog_csv and not catalog_csv.exists():
+        raise PipelineError(f"{catalog_csv} not found")
+    inputs = {"merged": args.merged, **({"catalog_covers": catalog_csv} if catalog_csv else {})}
+    record = RunRecord("genres/01_make_labels", cli.settings_of(args), inputs=inputs)
     merged = read_merged(args.merged)
     table, genres = label_posters(merged, args.top, paths.genres_dir() / "split.csv", seed=args.seed)
-    if args.catalog_covers:
-        catalog_csv = args.catalog_covers / "catalog_covers.csv"
-        if not catalog_csv.exists():
-            raise PipelineError(f"{catalog_csv} not found")
+    if catalog_csv:
         table = pd.concat([table, catalog_rows(catalog_csv, args.catalog_covers / "catalog_covers", merged, table,
                                                genres)], ignore_index=True)
     if args.types:
@@ -50,9 +59,12 @@ def main():
     counts = split_counts(table, genres)
     write_csv(counts, paths.genres_dir() / "split_counts.csv")
     print(counts.to_string(index=False))
+    record.finish({"posters": len(table), "anime": int(table["anime_id"].nunique()), "genres": genres,
+                   "posters_per_split": table["split"].value_counts().to_dict(),
+                   "catalog_covers": int((table["source"] == "catalog").sum())})
     print(f"wrote {labels_csv()}: {len(table)} posters of {table['anime_id'].nunique()} anime, {len(genres)} genres "
           f"({(table['source'] == 'catalog').sum()} catalog covers)")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

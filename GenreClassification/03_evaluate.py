@@ -11,34 +11,47 @@ with the best validation micro-F1, predicted and true genres).
 
     python GenreClassification/03_evaluate.py
 """
-import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from tqdm import tqdm
+from animeml.core import cli, paths
 
-from animeml.core import paths
-from animeml.core.io import PipelineError, atomic_path, write_csv
-from animeml.core.cli import run
-from animeml.genres import (SCHEMES, load_model, markdown_results, plot_examples, predict_table,
-                            read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
-from animeml.core.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
-
+SETTINGS = dict(
+    examples=12,
+    seed=42,
+)
+TRAIN_STEP = "GenreClassification/02_train.py"
 SUMMARY_COLUMNS = ["model", "image_size", "loss", "scheme", "val_micro_f1", "micro_f1", "micro_precision",
                    "micro_recall", "macro_f1", "map", "top1_accuracy", "top3_accuracy"]
-EXAMPLES = 12
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.parser(__doc__)
     parser.add_argument("--models", type=Path, nargs="+", help="genre .h5 models (default data/models/genres_*.h5)")
-    args = parser.parse_args()
+    parser.add_argument("--examples", type=cli.positive_int, default=SETTINGS["examples"],
+                        help="test posters shown in examples.png")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="picks the example posters")
+    args = cli.parse(parser, argv)
+
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from animeml.core.batch import load_model_for
+    from animeml.core.io import PipelineError, atomic_path, write_csv
+    from animeml.core.multilabel import best_constant_set, label_prior, plot_pr_curves, predict
+    from animeml.core.runs import RunRecord
+    from animeml.genres import (SCHEMES, labels_csv, load_model, markdown_results, plot_examples, predict_table,
+                                read_labels, result_row, scheme_thresholds, targets, tuned_thresholds)
+
     models = args.models or sorted(paths.models_dir().glob("genres_*.h5"))
     if not models:
-        raise PipelineError("no genre model found: train one with GenreClassification/02_train.py")
-
-    table, genres = read_labels()
+        raise PipelineError(f"no genre model found in {paths.models_dir()}: train one with {TRAIN_STEP}")
+    record = RunRecord("genres/03_evaluate", cli.settings_of(args),
+                       inputs={"labels": labels_csv(), **{model_file.name: model_file for model_file in models}})
+    try:
+        table, genres = read_labels()
+    except PipelineError as err:
+        raise PipelineError(f"{err}: run GenreClassification/01_make_labels.py first") from None
     split = {name: table[table["split"] == name] for name in ("train", "val", "test")}
     y_val, y_test = targets(split["val"], genres), targets(split["test"], genres)
     y_train = targets(split["train"][split["train"]["source"] == "poster"], genres)  # the prior of posters only
@@ -46,7 +59,9 @@ def main():
 
     rows, best = [], None
     for model_file in tqdm(models, desc="models"):
-        model, sidecar = load_model(model_file)
+        model, sidecar = load_model_for(load_model, model_file, TRAIN_STEP,
+                                        ["genres", "thresholds", "global_threshold", "image_size", "model", "loss",
+                                         "val_micro_f1"])
         if sidecar["genres"] != genres:
             raise PipelineError(f"{model_file} was trained on other genres than data/genres/genres.json")
         prob_test = predict_table(model, split["test"]["image_path"], sidecar["image_size"])
@@ -85,13 +100,17 @@ def main():
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text("\n".join(text))
 
-    shown = split["test"].sample(min(EXAMPLES, len(y_test)), random_state=0)
+    shown = split["test"].sample(min(args.examples, len(y_test)), random_state=args.seed)
     shown_prob = prob_test[split["test"].index.get_indexer(shown.index)]
     plot_examples(shown["image_path"].tolist(), targets(shown, genres),
                   predict(shown_prob, scheme_thresholds(sidecar, "per-genre")), genres, out / "examples.png")
+    test_f1 = results.dropna(subset=["file"]).set_index(["file", "scheme"])["micro_f1"]
+    record.finish({"test_micro_f1": {f"{file} ({scheme})": value for (file, scheme), value in test_f1.items()},
+                   "label_prior_test_micro_f1": dict(zip(prior_rows["scheme"], prior_rows["micro_f1"])),
+                   "best_on_validation": model_file.name, "test_posters": len(y_test)})
     print(results[SUMMARY_COLUMNS].to_string(index=False, float_format="%.3f"))
     print(f"wrote {out / 'results.csv'}, results.md, pr_curves_*.png, examples.png")
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)
