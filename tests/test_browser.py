@@ -36,7 +36,7 @@ def driver():
 
 def test_report_opens_from_disk_with_every_image(data, driver):
     pages = sorted((data / "reports").glob("*.html"))
-    assert len(pages) == 6
+    assert len(pages) == 7
     for page in pages:
         driver.get(page.as_uri())
         assert driver.execute_script(ALL_IMAGES_LOADED), page.name

@@ -116,8 +116,8 @@ def test_every_page_written_with_its_files_found(report):
     root, out, seconds = report
     assert seconds < 30
     pages = sorted(p.name for p in out.glob("*.html"))
-    assert pages == ["analysis.html", "characters.html", "genres.html", "index.html", "recommendation.html",
-                     "score.html"]
+    assert pages == ["analysis.html", "characters.html", "genres.html", "index.html", "popularity.html",
+                     "recommendation.html", "score.html"]
     for page in out.glob("*.html"):
         found = links_of(page)
         for target in found.images + found.links:

@@ -52,6 +52,12 @@ PAGES = [
                 gallery=["reports/gradcam/[0-9]*.png"]),
     ], models=["anime_vision_only_model.json", "anime_hybrid_model.json", "anime_text_model.json"],
         runs=["score", "analysis", "gradcam"]),
+    Page("popularity", "Popularity before release", [
+        Section("Table 11 layout: each model next to the paper's number and the train mean, with 95% intervals",
+                f"{SCORE}11_evaluate_popularity.py",
+                tables=["reports/popularity/table_11.csv", "reports/popularity/test_predictions.csv"],
+                figures=["reports/popularity/*.png"]),
+    ], models=["popularity_*.json"], runs=["popularity"]),
     Page("genres", "Genres from posters", [
         Section("Test results: backbone x loss x threshold scheme vs the label prior", f"{GENRES}03_evaluate.py",
                 tables=["genres/results.csv"], figures=["genres/pr_curves_*.png", "genres/examples.png"]),
