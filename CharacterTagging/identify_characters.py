@@ -99,14 +99,14 @@ def main(argv=None):
             faces.append({"file": path.name, "face": face, **dict(zip(BOX_COLUMNS, [*position, float(box[4])])),
                           "character": character, "confidence": float(confidence), "best_character": best})
         save_png(draw_boxes(image, boxes, captions), drawn)
-        return [{"faces": faces, "drawn": drawn.name}]
+        return [{"faces": faces, "drawn_image": drawn.name}]
 
     items = list(zip(paths, batch.output_paths(paths, ".png", drawn_dir)))
     outcomes = batch.run_batch(items, load, identify, chunk_size=1, desc="identifying characters")
     faces = pd.DataFrame([face for o in outcomes if o.ok for face in o.result["faces"]], columns=COLUMNS)
     for outcome in outcomes:
         if outcome.ok:
-            outcome.result = {"faces": len(outcome.result["faces"]), "drawn_image": outcome.result["drawn"]}
+            outcome.result["faces"] = len(outcome.result["faces"])  # the per-image table counts them
     images = batch.outcome_table("file", [path.name for path in paths], outcomes, ["faces", "drawn_image"])
     images["faces"] = images["faces"].astype("Int64")
     write_csv(faces, args.out)
