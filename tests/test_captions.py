@@ -96,6 +96,8 @@ def test_bad_rows_are_reported_and_skipped(work, tmp_path):
     assert reasons["images/broken.jpg"].startswith("image does not decode")
     assert reasons[table["file"][0]] == "empty caption" and reasons["missing.jpg"] == "image file missing"
     assert reasons["../../etc/passwd"] == "image path leaves the caption folder"
+    captions.split_caption_set(data, bad)
+    assert len(pd.read_csv(captions.bad_rows_path(tmp_path))) == 4
 
 
 def test_no_caption_set_is_one_line(work, tmp_path):

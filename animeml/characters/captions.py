@@ -165,11 +165,16 @@ def split_path(source):
     return captions_dir() / "splits" / f"{Path(resolved).name}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}.csv"
 
 
+def bad_rows_path(source):
+    path = split_path(source)
+    return path.with_name(path.stem + "_bad_rows.csv")
+
+
 def split_caption_set(data, bad_rows, val=0.1, test=0.15, seed=42):
     """{"train"|"val"|"test": CaptionSet}: the seeded split saved beside the data of this step (made once, reused
     by every caption step), and the bad rows written next to it."""
     path = split_path(data.source)
-    write_csv(bad_rows, path.with_name(path.stem + "_bad_rows.csv"))
+    write_csv(bad_rows, bad_rows_path(data.source))
     names = splits.load_or_make_split(path, data.keys, val=val, test=test, seed=seed)
     parts = {name: data.subset(np.flatnonzero(names == name)) for name in splits.SPLITS}
     if not len(parts["test"]) or not len(parts["train"]):
@@ -183,7 +188,7 @@ def load_caption_splits(source, val=0.1, test=0.15, seed=42):
     data, bad = read_caption_set(source)
     if len(bad):
         print(f"{len(bad)} bad caption rows skipped ({bad['reason'].value_counts().to_dict()}), listed in "
-              f"{split_path(source).stem}_bad_rows.csv")
+              f"{bad_rows_path(source)}")
     return split_caption_set(data, bad, val=val, test=test, seed=seed)
 
 
