@@ -61,8 +61,11 @@ def read_config(path):
 def parse(parser, argv=None):
     """Parse `argv`; values of `--config FILE` become defaults, so flags on the command line still win. An unknown
     key in the file is an error naming it. Silences TensorFlow's start-up lines unless `--verbose`."""
-    first, _ = parser.parse_known_args(argv)
-    if getattr(first, "config", None):
+    # Only --config is read first: a full first pass would run every flag's action twice (deprecation warnings).
+    config_only = argparse.ArgumentParser(add_help=False)
+    config_only.add_argument("--config", type=Path)
+    first, _ = config_only.parse_known_args(argv)
+    if first.config:
         config = read_config(first.config)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(config) - known - {"config"})

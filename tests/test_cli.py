@@ -1,0 +1,66 @@
+"""The parser every step script uses: --config files, command-line precedence, deprecated spellings, types."""
+import argparse
+
+import pytest
+
+from animeml.core import cli
+from animeml.core.io import PipelineError
+
+
+def make_parser():
+    parser = cli.parser("test")
+    parser.add_argument("--epochs", type=cli.positive_int, default=3)
+    parser.add_argument("--out-dir", default="out")
+    parser.add_argument("--out", dest="out_dir", action=cli.deprecated("--out", "--out-dir"))
+    return parser
+
+
+def test_config_sets_defaults_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("epochs: 7\nout-dir: from_config\n")
+    assert cli.parse(make_parser(), ["--config", str(config)]).epochs == 7
+    args = cli.parse(make_parser(), ["--config", str(config), "--epochs", "9"])
+    assert (args.epochs, args.out_dir) == (9, "from_config")
+    assert cli.settings_of(args) == {"epochs": 9, "out_dir": "from_config"}
+
+
+def test_a_bad_config_is_one_line_naming_it(tmp_path):
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"epochz": 7}')
+    with pytest.raises(PipelineError, match="unknown setting.*epochz"):
+        cli.parse(make_parser(), ["--config", str(unknown)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: [7\n")
+    with pytest.raises(PipelineError, match="does not parse"):
+        cli.parse(make_parser(), ["--config", str(broken)])
+    with pytest.raises(PipelineError, match="cannot read config"):
+        cli.parse(make_parser(), ["--config", str(tmp_path / "absent.yaml")])
+
+
+def test_an_old_spelling_warns_once_and_still_works(capsys):
+    args = cli.parse(make_parser(), ["--out", "x"])
+    assert args.out_dir == "x"
+    assert capsys.readouterr().err.count("deprecated") == 1
+
+
+@pytest.mark.parametrize("kind,text", [(cli.positive_int, "0"), (cli.positive_int, "-1"), (cli.positive_int, "1.5"),
+                                       (cli.positive_float, "0"), (cli.positive_float, "inf"),
+                                       (cli.probability, "1.5"), (cli.non_empty, "  ")])
+def test_types_refuse_nonsense(kind, text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        kind(text)
+
+
+def test_run_turns_errors_and_interrupts_into_exit_codes(capsys):
+    def fails(argv):
+        raise PipelineError("bad input")
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as error:
+        cli.run(fails, [])
+    assert error.value.code == 2 and capsys.readouterr().err == "error: bad input\n"
+    with pytest.raises(SystemExit) as stop:
+        cli.run(interrupted, [])
+    assert stop.value.code == 130
