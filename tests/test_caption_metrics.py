@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from animeml.characters.caption_metrics import bleu, caption_scores, cider_d, lcs_length, rouge_l, tokenize
+from animeml.characters.caption_metrics import (bleu, caption_scores, cider_d, exact_match, lcs_length, rouge_l,
+                                                tokenize)
 
 
 def test_tokenize_lowers_and_drops_punctuation():
@@ -16,6 +17,11 @@ def test_identical_captions_score_one_and_ten():
     assert scores["BLEU-1"] == scores["BLEU-4"] == pytest.approx(1.0)
     assert scores["ROUGE-L"] == pytest.approx(1.0)
     assert scores["CIDEr-D"] == pytest.approx(10.0)
+    assert scores["exact"] == 1.0
+
+
+def test_exact_match_ignores_case_and_punctuation():
+    assert exact_match(["Red hair.", "red hair", "blue"], [["red hair"], ["x", "Red, hair"], ["red"]]) == 2 / 3
 
 
 def test_bleu_precisions_by_hand():

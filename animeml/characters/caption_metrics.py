@@ -126,9 +126,17 @@ def cider_d(candidates, references, sigma=CIDER_SIGMA, max_n=CIDER_N):
     return sum(scores) / len(scores) if scores else 0.0
 
 
+def exact_match(candidates, references):
+    """Share of candidates whose words equal one of their references' words: on captions built from a template,
+    n-gram scores credit the shared template words; this does not."""
+    cands, refs = _prepare(candidates, references)
+    return sum(cand in ref_set for cand, ref_set in zip(cands, refs)) / len(cands) if cands else 0.0
+
+
 def caption_scores(candidates, references):
-    """Every score by name: BLEU-1..4, ROUGE-L, CIDEr-D."""
+    """Every score by name: BLEU-1..4, ROUGE-L, CIDEr-D, exact match."""
     result = {f"BLEU-{n}": value for n, value in enumerate(bleu(candidates, references), start=1)}
     result["ROUGE-L"] = rouge_l(candidates, references)
     result["CIDEr-D"] = cider_d(candidates, references)
+    result["exact"] = exact_match(candidates, references)
     return result
