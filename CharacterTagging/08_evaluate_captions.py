@@ -1,7 +1,8 @@
 """Evaluate every captioner on the test split of a caption set: BLEU-1..4, ROUGE-L and CIDEr-D (pure Python, our
-own tokenisation; METEOR and SPICE need Java and are left out) and the share of exact matches for each Keras captioner (data/models/
-captioner_*.h5) and each fine-tuned BLIP folder, next to two trivial baselines: the most frequent training caption
-for every image, and the training caption of the nearest training image by ImageNet backbone features (cosine).
+own tokenisation; METEOR and SPICE need Java and are left out) and the share of exact matches, for each Keras
+captioner (data/models/captioner_*.h5) and each fine-tuned BLIP folder, next to two trivial baselines: the most
+frequent training caption for every image, and the training caption of the nearest training image by ImageNet
+backbone features (cosine).
 
 Writes data/captions/evaluation/: results.csv and results.md (one row per model), test_captions.csv (every
 model's caption of every test image) and examples.png (test images with their reference and generated captions).
