@@ -43,7 +43,7 @@ def main(argv=None):
     blip_dirs = args.blip if args.blip is not None else [
         d for d in [models_dir() / "blip_captions"] if (d / "config.json").is_file()]
     if blip_dirs:
-        import torch  # noqa: F401  (before TensorFlow, which can crash torch loaded after it)
+        import torch  # before TensorFlow, which can crash torch loaded after it
     import numpy as np
     import pandas as pd
 

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch  # noqa: F401  (before TensorFlow: torch loaded after it can crash)
 import numpy as np
