@@ -10,6 +10,11 @@ pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=f"no headl
 ALL_IMAGES_LOADED = "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
 
 
+def images_loaded(driver):
+    """After a click the new page may still be loading: wait for this (a broken image never passes)."""
+    return driver.execute_script(ALL_IMAGES_LOADED)
+
+
 def console_errors(driver):
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -62,7 +67,7 @@ def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
         driver.find_element(By.ID, "search").click()
         wait.until(seen.presence_of_element_located((By.LINK_TEXT, "Cowboy Bebop"))).click()
         assert wait.until(seen.presence_of_element_located((By.ID, "title"))).text == "Cowboy Bebop"
-        assert driver.execute_script(ALL_IMAGES_LOADED)  # its poster
+        wait.until(images_loaded)  # its poster
         driver.find_element(By.ID, "star").click()
         wait.until(seen.text_to_be_present_in_element((By.ID, "star"), "in favourites"))  # the page reloaded
 
@@ -79,11 +84,11 @@ def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
             names = [cell.text for cell in wait.until(
                 seen.presence_of_all_elements_located((By.CSS_SELECTOR, "#faces td.name")))]
             assert names and set(names) <= set(CHARACTERS)
-            assert driver.execute_script(ALL_IMAGES_LOADED)  # the image with its boxes drawn
+            wait.until(images_loaded)  # the image with its boxes drawn
 
         driver.find_element(By.ID, "tab-reports").click()
         wait.until(seen.title_contains("Results"))
-        assert driver.execute_script(ALL_IMAGES_LOADED)
+        wait.until(images_loaded)
     assert console_errors(driver) == []
     if not FACE_IMAGE.is_file():
         pytest.skip(f"{FACE_IMAGE} (../shared) is absent: the rest passed, the face upload was not tried")
