@@ -1,0 +1,147 @@
+"""Benchmark: images per second of the batch prediction scripts against the model's own limit on this machine.
+
+For CharacterTagging/tag_images.py and GenreClassification/predict_genres.py: the script's images/s on --images
+images (its main() called in this process after one untimed warm-up run, so TensorFlow's start-up is not counted;
+the file checks, decoding, resizing, progress bar and CSV are), next to `model.predict` on the same images already
+decoded and resized in memory, with the same model and batch size. The ratio is the share of the model's
+throughput that a user gets; the goal is >= 80%.
+
+The models are the saved ones in data/models when they are there (tags_efficientnet_lite0.h5,
+genres_efficientnet_lite0_bce.h5); otherwise models of the same architecture with random weights (which cost the
+same to run) are built and saved to a temporary folder. --mixed-precision builds them with float16 compute (a GPU
+speed-up; slow on a CPU).
+
+    python benchmarks/bench_prediction.py                       # 2,000 faces and 2,000 posters
+    python benchmarks/bench_prediction.py --images 300 --backbone small_cnn --quick
+"""
+import tempfile
+import time
+from pathlib import Path
+
+from animeml.core import cli, paths
+from animeml.core.io import PipelineError
+
+SETTINGS = dict(
+    images=2000,
+    batch_size=32,
+    backbone="efficientnet_lite0",
+    tag_image_size=160,  # CharacterTagging/03_train_tagger.py
+    genre_image_size=224,  # GenreClassification/02_train.py
+)
+FACES = paths.SHARED / "data" / "tags" / "images"
+POSTERS = paths.SHARED / "data" / "posters" / "images"
+SCRIPTS = {"tags": paths.ROOT / "CharacterTagging" / "tag_images.py",
+           "genres": paths.ROOT / "GenreClassification" / "predict_genres.py"}
+SAVED = {"tags": "tags_efficientnet_lite0.h5", "genres": "genres_efficientnet_lite0_bce.h5"}
+N_OUTPUTS = {"tags": 23, "genres": 10}
+
+
+def image_folder(source, count, folder):
+    """`count` images of `source` (cycled when it has fewer) as links in `folder`."""
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise PipelineError(f"no images in {source}")
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"{i:05d}{files[i % len(files)].suffix}").symlink_to(files[i % len(files)])
+    return folder
+
+
+def built_model(task, backbone, image_size, folder):
+    """A model of the task's architecture with random weights, saved with the sidecar its script reads."""
+    from animeml.characters.classifier import build_classifier
+    from animeml.core.store import save_model
+    from animeml.genres import build_model
+
+    n = N_OUTPUTS[task]
+    labels = [f"{task}_{i}" for i in range(n)]
+    if task == "tags":
+        model = build_classifier(backbone, n, image_size, multi_label=True, pretrained=False)
+        sidecar = {"labels": labels, "image_size": image_size, "thresholds": [0.5] * n}
+    else:
+        model = build_model(backbone, n, image_size, pretrained=False)
+        sidecar = {"genres": labels, "image_size": image_size, "thresholds": dict.fromkeys(labels, 0.5),
+                   "global_threshold": 0.5}
+    path = folder / f"{task}_{backbone}.h5"
+    save_model(model, path, sidecar)
+    return path
+
+
+def script_rate(task, model_file, images, out, batch_size):
+    """Images per second of the script's main() on the folder (after an untimed run on a few images)."""
+    import runpy
+
+    main = runpy.run_path(str(SCRIPTS[task]))["main"]
+    warm = images.with_name(images.name + "_warm")
+    warm.mkdir(exist_ok=True)
+    for link in sorted(images.iterdir())[:batch_size]:
+        (warm / link.name).symlink_to(link.resolve())
+    flags = ["--model", str(model_file), "--batch-size", str(batch_size)]
+    main(["--images", str(warm), "--out", str(out.with_name("warm.csv")), *flags])
+    count = len(list(images.iterdir()))
+    start = time.perf_counter()
+    main(["--images", str(images), "--out", str(out), *flags])
+    return count / (time.perf_counter() - start)
+
+
+def model_rate(model_file, images, batch_size):
+    """Images per second of model.predict on the images already decoded and resized in memory."""
+    import numpy as np
+
+    from animeml.core.images import image_batch
+    from animeml.core.store import load_model
+
+    model, sidecar = load_model(model_file)
+    files = sorted(images.iterdir())
+    tensors = np.concatenate([image_batch(files[i:i + 256], sidecar["image_size"])
+                              for i in range(0, len(files), 256)])
+    model.predict(tensors[:batch_size], batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    model.predict(tensors, batch_size=batch_size, verbose=0)
+    return len(files) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--images", type=cli.positive_int, default=SETTINGS["images"], help="images per script")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="images per model call (scripts and model.predict alike)")
+    parser.add_argument("--backbone", default=SETTINGS["backbone"],
+                        help="backbone of the built models (when data/models has no saved one)")
+    parser.add_argument("--tasks", nargs="+", choices=sorted(SCRIPTS), default=sorted(SCRIPTS),
+                        help="which prediction scripts to measure")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="build the models with float16 compute (mixed_float16)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run for the tests: small images (64 px), whatever --images says")
+    args = cli.parse(parser, argv)
+
+    import keras
+    import tensorflow as tf
+
+    print(f"devices: {', '.join(d.name for d in tf.config.list_logical_devices())}; "
+          f"mixed precision {'on' if args.mixed_precision else 'off'}")
+    keras.mixed_precision.set_global_policy("mixed_float16" if args.mixed_precision else "float32")
+    sizes = {"tags": SETTINGS["tag_image_size"], "genres": SETTINGS["genre_image_size"]}
+    if args.quick:
+        sizes = dict.fromkeys(sizes, 64)
+    sources = {"tags": FACES, "genres": POSTERS}
+    with tempfile.TemporaryDirectory(prefix="bench_prediction_") as tmp:
+        tmp = Path(tmp)
+        for task in args.tasks:
+            saved = paths.models_dir() / SAVED[task]
+            if saved.exists() and not args.quick:
+                model_file, which = saved, f"saved model {saved}"
+            else:
+                model_file = built_model(task, args.backbone, sizes[task], tmp)
+                which = f"{args.backbone} with random weights at {sizes[task]} px (no saved model)"
+            images = image_folder(sources[task], args.images, tmp / f"{task}_images")
+            reference = model_rate(model_file, images, args.batch_size)
+            script = script_rate(task, model_file, images, tmp / f"{task}.csv", args.batch_size)
+            print(f"{SCRIPTS[task].relative_to(paths.ROOT)}: {which}, {args.images} images, batch "
+                  f"{args.batch_size}: script {script:.1f} img/s, model.predict in memory {reference:.1f} img/s, "
+                  f"ratio {script / reference:.0%}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
