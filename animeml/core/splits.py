@@ -96,3 +96,32 @@ def grouped_split(groups, val=0.15, test=0.15, seed=42):
         raise PipelineError(f"{len(unique)} groups are too few for a {'/'.join(parts)} split: "
                             f"{', '.join(empty)} would be empty")
     return np.array([part_of[g] for g in groups], dtype=object)
+
+
+def illustration_groups(files):
+    """The illustration each face crop comes from, so a split keeps its crops on one side: crops named
+    `<hash>-<n>.<ext>` share their `<hash>` (in any character folder: one illustration may show several
+    characters); any other file (e.g. `3.jpg`) is its own group, named by its path."""
+    groups = []
+    for file in map(str, files):
+        stem = file.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        hash_, dash, number = stem.rpartition("-")
+        groups.append(hash_ if dash and hash_ and number.isdigit() else file)
+    return np.array(groups, dtype=object)
+
+
+def carve_validation(groups, labels, share=0.15, seed=42):
+    """A validation part of about `share` of the rows carved from a training part, whole groups only and
+    iteratively stratified by `labels` (one multi-hot row per row of `groups`; a group's label row is the union
+    of its rows'). Returns an array of "train"/"val" aligned with `groups`."""
+    groups = np.asarray(groups)
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if len(unique) < 2:
+        raise PipelineError(f"need at least 2 groups to carve a validation part, got {len(unique)}")
+    group_labels = np.zeros((len(unique), np.asarray(labels).shape[1]), dtype=int)
+    np.maximum.at(group_labels, inverse, np.asarray(labels, dtype=int))
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    _, val_idx = next(splitter.split(np.arange(len(unique)), group_labels))
+    is_val = np.zeros(len(unique), dtype=bool)
+    is_val[val_idx] = True
+    return np.where(is_val[inverse], "val", "train").astype(object)
