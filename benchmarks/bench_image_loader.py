@@ -7,24 +7,26 @@ Training images per second per backbone: benchmarks/bench_training.py.
 
     python benchmarks/bench_image_loader.py [--images DIR] [--limit 256]
 """
-import argparse
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-from tqdm import tqdm
-
-from animeml.core import paths
+from animeml.core import cli, paths
 from animeml.core.io import PipelineError
-from animeml.core.cli import run
-from animeml.core.images import image_dataset
 
+SETTINGS = dict(
+    image_size=224,
+    batch_size=32,
+    limit=None,
+    repeats=3,
+)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def opencv_batches(image_paths, image_size, batch_size):
     """The coursework loader: one file at a time, in Python."""
+    import cv2
+    import numpy as np
+
     height, width = image_size
     batch = []
     for path in image_paths:
@@ -43,18 +45,29 @@ def images_per_second(batches):
     return count / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.parser(__doc__)
     parser.add_argument("--images", type=Path, default=paths.posters_dir(), help="folder of jpg/png images")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
+                        help="image side in pixels")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"], help="images per batch")
+    parser.add_argument("--limit", type=cli.positive_int, default=SETTINGS["limit"],
+                        help="use only the first N images (default: all)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=SETTINGS["repeats"],
+                        help="passes of each loader; the median counts")
+    args = cli.parse(parser, argv)
+
+    import numpy as np
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from animeml.core.images import image_dataset
+
     image_paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:args.limit]
     if not image_paths:
         raise PipelineError(f"no jpg/png images in {args.images}: run step 02 or pass --images DIR")
     image_size = (args.image_size, args.image_size)
+    print(f"devices: {', '.join(d.name for d in tf.config.list_logical_devices())}")
 
     for path in image_paths:
         path.read_bytes()
@@ -70,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)
