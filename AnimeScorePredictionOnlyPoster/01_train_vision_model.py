@@ -12,7 +12,7 @@ data/reports/score/anime_vision_only_model_{history.csv,curve.png}.
 from pathlib import Path
 
 from animeml.core import cli, paths
-from animeml.core.trainer_flags import BACKBONES, add_training_flags
+from animeml.core.trainer_flags import add_recipe_flags, recipe_arguments
 
 SETTINGS = dict(
     backbone="efficientnet_lite0",
@@ -31,27 +31,8 @@ SETTINGS = dict(
 
 def main(argv=None):
     parser = cli.parser(__doc__)
-    parser.add_argument("--backbone", choices=BACKBONES, default=SETTINGS["backbone"], help="image backbone")
-    parser.add_argument("--weights", choices=["imagenet", "none"], default=SETTINGS["weights"],
-                        help="pretrained backbone weights (small_cnn always starts from scratch)")
-    parser.add_argument("--image-size", type=cli.positive_int, nargs=2, default=SETTINGS["image_size"],
-                        metavar=("H", "W"), help="poster height and width in pixels")
-    parser.add_argument("--epochs", type=cli.positive_int, default=SETTINGS["epochs"],
-                        help="epochs with the backbone frozen")
-    parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
-                        help="epochs with the top of the backbone unfrozen")
-    parser.add_argument("--finetune-layers", type=cli.non_negative_int, default=SETTINGS["finetune_layers"],
-                        help="top backbone layers to fine-tune")
-    parser.add_argument("--learning-rate", type=cli.positive_float, default=SETTINGS["learning_rate"],
-                        help="Adam learning rate with the backbone frozen")
-    parser.add_argument("--finetune-learning-rate", type=cli.positive_float,
-                        default=SETTINGS["finetune_learning_rate"], help="Adam learning rate of fine-tuning")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
-                        help="posters per batch and device")
-    parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
-                        help="epochs without improvement before a phase stops")
     parser.add_argument("--merged", type=Path, default=paths.merged_csv(), help="output of step 03")
-    add_training_flags(parser, seed=SETTINGS["seed"])
+    add_recipe_flags(parser, SETTINGS)
     args = cli.parse(parser, argv)
 
     from animeml.core import trainer
@@ -74,11 +55,8 @@ def main(argv=None):
     path = model_path("vision")
     model, history = train_poster_model(
         lambda: build_vision_model(build_backbone(args.backbone, args.image_size, weights=weights), score_mean),
-        table, split, inputs, args.image_size, strategy=strategy, epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers, learning_rate=args.learning_rate,
-        finetune_learning_rate=args.finetune_learning_rate, batch_size=args.batch_size, patience=args.patience,
-        from_scratch=args.backbone == "small_cnn", seed=args.seed, backup_dir=path.with_suffix(".backup"),
-        resume=args.resume)
+        table, split, inputs, args.image_size, strategy=strategy, from_scratch=args.backbone == "small_cnn",
+        backup_dir=path.with_suffix(".backup"), **recipe_arguments(args))
     best = trainer.best_row(history)
     save_score_model(model, path, sidecar, run=record.finish({"val_mae": float(best["val_mae"]),
                                                               "val_loss": float(best["val_loss"])}))

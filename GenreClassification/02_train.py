@@ -14,7 +14,7 @@ catalog covers).
 from pathlib import Path
 
 from animeml.core import cli
-from animeml.core.trainer_flags import BACKBONES, add_training_flags
+from animeml.core.trainer_flags import add_recipe_flags
 
 SETTINGS = dict(
     backbone="efficientnet_lite0",
@@ -22,7 +22,7 @@ SETTINGS = dict(
     loss="bce",
     focal_gamma=2.0,
     image_size=224,  # validation micro-F1 0.555 at 224, 0.522 at 160
-    frozen_epochs=40,
+    epochs=40,  # of the head on frozen features
     finetune_epochs=3,
     finetune_layers=30,
     scratch_epochs=20,
@@ -36,33 +36,16 @@ SETTINGS = dict(
 
 def main(argv=None):
     parser = cli.parser(__doc__)
-    parser.add_argument("--backbone", choices=BACKBONES, default=SETTINGS["backbone"], help="image backbone")
-    parser.add_argument("--weights", choices=["imagenet", "none"], default=SETTINGS["weights"],
-                        help="'none' trains a keras.applications backbone from scratch (small_cnn always is)")
     parser.add_argument("--loss", choices=["bce", "focal"], default=SETTINGS["loss"],
                         help="plain binary or binary focal cross-entropy")
     parser.add_argument("--focal-gamma", type=cli.positive_float, default=SETTINGS["focal_gamma"],
                         help="focusing parameter of the focal loss")
-    parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
-                        help="poster side in pixels (validation micro-F1 0.555 at 224, 0.522 at 160)")
-    parser.add_argument("--frozen-epochs", type=cli.positive_int, default=SETTINGS["frozen_epochs"],
-                        help="head epochs on frozen features")
-    parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
-                        help="epochs with the top backbone layers unfrozen")
-    parser.add_argument("--finetune-layers", type=cli.non_negative_int, default=SETTINGS["finetune_layers"],
-                        help="top backbone layers unfrozen")
     parser.add_argument("--scratch-epochs", type=cli.positive_int, default=SETTINGS["scratch_epochs"],
                         help="epochs of a backbone trained from scratch")
-    parser.add_argument("--learning-rate", type=cli.positive_float, default=SETTINGS["learning_rate"],
-                        help="Adam learning rate of the head (and of a from-scratch backbone)")
-    parser.add_argument("--finetune-learning-rate", type=cli.positive_float,
-                        default=SETTINGS["finetune_learning_rate"], help="Adam learning rate of fine-tuning")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
-                        help="posters per batch and device")
-    parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
-                        help="epochs without a better validation micro-F1 before a phase stops")
     parser.add_argument("--out", type=Path, help="model path (default data/models/genres_<backbone>_<loss>.h5)")
-    add_training_flags(parser, seed=SETTINGS["seed"])
+    add_recipe_flags(parser, SETTINGS)
+    parser.add_argument("--frozen-epochs", dest="epochs", type=cli.positive_int,
+                        action=cli.deprecated("--frozen-epochs", "--epochs"), help="old name of --epochs")
     args = cli.parse(parser, argv)
 
     from animeml.core import trainer
@@ -89,7 +72,7 @@ def main(argv=None):
         raise PipelineError("the labelled table needs train and val rows")
     model, history = train(
         table, genres, args.backbone, args.loss, args.image_size, pretrained, strategy=strategy,
-        epochs=args.frozen_epochs if pretrained else args.scratch_epochs, finetune_epochs=args.finetune_epochs,
+        epochs=args.epochs if pretrained else args.scratch_epochs, finetune_epochs=args.finetune_epochs,
         finetune_layers=args.finetune_layers, learning_rate=args.learning_rate,
         finetune_learning_rate=args.finetune_learning_rate, focal_gamma=args.focal_gamma, batch_size=args.batch_size,
         patience=args.patience, seed=args.seed, backup_dir=out.with_suffix(".backup"), resume=args.resume)
