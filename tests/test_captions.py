@@ -182,7 +182,7 @@ def test_keras_captioner_reloads_from_h5_and_decodes_the_same(work, tmp_path):
 def test_keras_step_captions_and_evaluation_table(work, tmp_path):
     models = work["root"] / "data" / "models"
     script("07_train_captioner.py").main(["--data", str(work["arrow"]), "--backbone", "small_cnn", "--image-size",
-                                          "32", "--epochs", "2", "--embed-dim", "32", "--ff-dim", "64",
+                                          "32", "--epochs", "1", "--embed-dim", "32", "--ff-dim", "64",
                                           "--batch-size", "8", "--overwrite"])
     sidecar = json.loads((models / "captioner_small_cnn.json").read_text())
     assert sidecar["vocabulary"][:4] == ["<pad>", "<unk>", "<start>", "<end>"] and "val_CIDEr-D" in sidecar["metrics"]
