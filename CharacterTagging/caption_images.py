@@ -130,21 +130,9 @@ def main(argv=None):
         for outcome, text_file in zip(outcomes, batch.output_paths(paths, ".txt")):
             if outcome.ok:
                 text = ", ".join(t for t in (outcome.result.get("tags"), outcome.result["caption"]) if t)
-                outcome.result["caption_file"] = write_caption_file(text_file, text, mode)
+                outcome.result["caption_file"] = batch.write_text_file(text_file, text, mode)
     table = batch.outcome_table("file", [path.name for path in paths], outcomes, columns)
     batch.finish(table, outcomes, args.out, "images")
-
-
-def write_caption_file(path, text, mode):
-    """Write one caption file; what happened, for the caption_file column."""
-    from animeml.core.batch import write_output
-    from animeml.core.io import PipelineError
-
-    try:
-        done = write_output(path, text + "\n", mode)
-    except (OSError, PipelineError) as err:
-        done = f"not written: {getattr(err, 'strerror', None) or err}"
-    return f"{path.name} ({done})"
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def main(argv=None):
         mode = "overwrite" if args.overwrite else "append" if args.append else "keep"
         for outcome, caption in zip(outcomes, batch.output_paths(paths, ".txt")):
             if outcome.ok:
-                outcome.result["caption_file"] = write_caption(caption, outcome.result["tags"], mode)
+                outcome.result["caption_file"] = batch.write_text_file(caption, outcome.result["tags"], mode)
     table = batch.outcome_table("file", [path.name for path in paths], outcomes, columns)
     tagged = sum(outcome.ok and bool(outcome.result["tags"]) for outcome in outcomes)
     print(f"{sum(outcome.ok for outcome in outcomes)} images tagged ({tagged} with at least one tag)")
@@ -96,18 +96,6 @@ def main(argv=None):
         print("captions beside the images" + (f"; {kept} existing caption files kept as they were (--overwrite "
                                               f"replaces them, --append adds to them)" if kept else ""))
     batch.finish(table, outcomes, args.out, "images")
-
-
-def write_caption(path, tags, mode):
-    """Write one caption file; what happened, for the caption_file column (a failure there is not the tags')."""
-    from animeml.core.batch import write_output
-    from animeml.core.io import PipelineError
-
-    try:
-        done = write_output(path, tags + "\n", mode)
-    except (OSError, PipelineError) as err:
-        done = f"not written: {getattr(err, 'strerror', None) or err}"
-    return f"{path.name} ({done})"
 
 
 if __name__ == "__main__":

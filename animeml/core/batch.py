@@ -149,6 +149,17 @@ def write_output(path, content, mode="keep"):
     return {"keep": "written", "overwrite": "overwritten", "append": "appended"}[mode] if exists else "written"
 
 
+
+def write_text_file(path, text, mode):
+    """Write one caption (text) file beside an image; what happened, for a `caption_file` column. A failure is that
+    file's, not the image's: it is reported, never raised."""
+    try:
+        done = write_output(path, text + "\n", mode)
+    except (OSError, PipelineError) as err:
+        done = f"not written: {getattr(err, 'strerror', None) or err}"
+    return f"{Path(path).name} ({done})"
+
+
 def load_model_for(load, path, step, keys=()):
     """`load(path)` -> (model, sidecar), with the step that makes the model added to any problem: a missing or
     corrupt model or sidecar, or a sidecar without `keys`, is one line naming the file; nothing is changed."""
