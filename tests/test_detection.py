@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -127,6 +128,9 @@ def test_detect_step_counts_real_posters_with_the_tflite_model(tmp_path):
     correlations = pd.read_csv(data / "reports" / "analysis" / "object_score_correlations.csv")
     assert set(correlations["class"]) <= set(values.columns) and correlations["spearman_rho"].between(-1, 1).all()
     assert (data / "reports" / "analysis" / "object_score_correlations.png").stat().st_size > 0
+    record, = [json.loads(p.read_text()) for p in (data / "runs").glob("score_07_detect_objects_*.json")]
+    assert record["metrics"]["posters"] == 4 and record["inputs"]["weights"] and record["inputs"]["merged"]
+    assert set(record["metrics"]["spearman_rho"]) == set(correlations["class"])
 
     failed = subprocess.run([sys.executable, str(SCRIPT), "--weights", "missing.tflite"], env=env,
                             capture_output=True, text=True, timeout=120)

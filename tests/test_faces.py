@@ -1,3 +1,4 @@
+import json
 import runpy
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def test_detect_step_writes_boxes_drawn_images_and_crops(shared, cascade, tmp_pa
         (images / name).write_bytes((shared / "data" / "characters" / "illustrations" / name).read_bytes())
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(images / "blank.png")
     out = tmp_path / "out"
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(sys, "argv", [SCRIPT.name, "--images", str(images), "--out", str(out)])
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
@@ -89,3 +91,6 @@ def test_detect_step_writes_boxes_drawn_images_and_crops(shared, cascade, tmp_pa
     crops = sorted((out / "crops").iterdir())
     assert len(crops) == len(faces)
     assert all(load_rgb(crop).shape[0] == load_rgb(crop).shape[1] for crop in crops)
+    record, = [json.loads(p.read_text()) for p in (tmp_path / "data" / "runs").glob("characters_01_detect_faces_*")]
+    assert record["metrics"]["images"] == 3 and record["metrics"]["faces"] == len(faces)
+    assert record["inputs"]["images"] and record["inputs"]["detector"] and record["settings"]["margin"] == 0.1

@@ -132,3 +132,8 @@ def test_gradcam_step_writes_overlays_grid_and_csv(vision_model, posters, tmp_pa
         assert overlay.size == Image.open(row.image_path).size
     assert (tmp_path / "out" / "gradcam_grid.png").stat().st_size > 0
     assert json.loads(vision_model.with_suffix(".json").read_text())["image_size"] == list(IMAGE_SIZE)
+    record, = [json.loads(p.read_text()) for p in (data / "runs").glob("poster_02_gradcam_*.json")]
+    assert record["settings"]["per_group"] == 1 and record["inputs"]["model"] and record["inputs"]["merged"]
+    assert record["metrics"]["posters_explained"] == 4
+    assert set(record["metrics"]["mean_shares"]) == set(table["method"]) == {"gradcam", "gradcam++"}
+    assert 0 <= record["metrics"]["test_mae"] < 10 and record["metrics"]["train_mean_baseline_mae"] >= 0

@@ -1,3 +1,4 @@
+import json
 import runpy
 import sys
 
@@ -149,3 +150,7 @@ def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
     assert set(norms["group"]) == set(importance["group"]) and (norms["weight_norm"] > 0).all()
     assert norms["n_columns"].sum() == 256 + metadata.shape[1]
     assert (tmp_path / "out" / "anime_hybrid_model_importance.png").stat().st_size > 0
+    record, = [json.loads(p.read_text()) for p in (data / "runs").glob("score_08_feature_importance_*.json")]
+    assert record["settings"]["repeats"] == 2 and record["seed"] == 42 and record["inputs"]["model"]
+    assert record["metrics"]["test_mae"] == pytest.approx(importance["base_mae"].iloc[0])
+    assert set(record["metrics"]["mae_increase"]) == set(importance["group"])
