@@ -43,7 +43,7 @@ def test_prediction_prints_the_share_of_model_throughput(capsys):
     assert out.startswith("devices: ")
     for script in ("CharacterTagging/tag_images.py", "GenreClassification/predict_genres.py"):
         assert re.search(re.escape(script) + r": small_cnn with random weights .* 40 images, batch 16: script "
-                         r"[\d.]+ img/s, model.predict in memory [\d.]+ img/s, ratio \d+%", out), out
+                         r"[\d.]+ img/s, model.predict in memory [\d.]+ img/s, ratio \d+% \(by CPU time \d+%\)", out), out
 
 
 def test_end_to_end_prints_wall_times(capsys):
