@@ -15,7 +15,7 @@ from animeml.core.paths import ROOT
 from animeml.core.table import POST_RELEASE_COLUMNS
 
 TASK_FOLDERS = ["AnimeScorePredictionAllParameters", "AnimeScorePredictionOnlyPoster", "GenreClassification",
-                "CharacterTagging", "Recommendation"]
+                "CharacterTagging", "Recommendation", "benchmarks"]
 SCRIPTS = sorted(str(path.relative_to(ROOT)) for folder in TASK_FOLDERS for path in (ROOT / folder).glob("*.py"))
 SCRIPTS += ["run_pipeline.py", "report.py", "app.py"]
 HEAVY = ("tensorflow", "keras", "torch", "transformers", "ultralytics")
@@ -49,7 +49,7 @@ runpy.run_path(script, run_name="__main__")
 
 
 def test_every_step_script_is_listed():
-    assert len(SCRIPTS) >= 35 and "GenreClassification/02_train.py" in SCRIPTS
+    assert len(SCRIPTS) >= 40 and "GenreClassification/02_train.py" in SCRIPTS
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
