@@ -16,10 +16,10 @@ from pathlib import Path
 
 from animeml.core import cli, paths
 from animeml.core.io import PipelineError
-from animeml.core.trainer_flags import BACKBONES
+from animeml.core.trainer_flags import BACKBONES, ImageSize
 
 SETTINGS = dict(
-    image_size=224,
+    image_size=[224, 224],
     batch_size=32,
     steps=5,
     finetune_layers=20,  # the default of the training scripts
@@ -50,7 +50,7 @@ def training_flops(model, image_size):
             loss = tf.reduce_sum(model(images, training=False))
         return tape.gradient(loss, model.trainable_variables)
 
-    concrete = tf.function(step).get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3]))
+    concrete = tf.function(step).get_concrete_function(tf.TensorSpec([1, *image_size, 3]))
     graph = convert_variables_to_constants_v2(concrete).graph
     builder = tf.compat.v1.profiler.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()
@@ -79,8 +79,8 @@ def main(argv=None):
     parser.add_argument("--images", type=Path, default=paths.posters_dir(), help="folder of .jpg posters")
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES),
                         help="backbones to measure")
-    parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
-                        help="poster side in pixels")
+    parser.add_argument("--image-size", type=cli.positive_int, nargs="+", action=ImageSize, metavar="N",
+                        default=SETTINGS["image_size"], help="poster side in pixels: N (square) or H W")
     parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"], help="posters per step")
     parser.add_argument("--steps", type=cli.positive_int, default=SETTINGS["steps"],
                         help="timed training steps per phase")
@@ -104,7 +104,7 @@ def main(argv=None):
     image_paths = sorted(args.images.glob("*.jpg"))[:args.batch_size * args.steps]
     if not image_paths:
         raise PipelineError(f"no .jpg posters in {args.images}: run step 02 or pass --images")
-    image_size = (args.image_size, args.image_size)
+    image_size = tuple(args.image_size)
     ds = image_dataset(image_paths, np.zeros(len(image_paths), np.float32), image_size=image_size,
                        batch_size=args.batch_size, training=True, cache=True).repeat()
     peaks = {"float32": peak_gflops(args.matmul_size, tf.float32)}
@@ -115,8 +115,8 @@ def main(argv=None):
     print(f"devices: {devices}; mixed precision {'on' if args.mixed_precision else 'off'}; peak "
           + ", ".join(f"{dtype} matmul {gflops:.0f} GFLOP/s" for dtype, gflops in peaks.items())
           + f" ({args.matmul_size}x{args.matmul_size})")
-    print(f"training, vision score model, {args.image_size} px, batch {args.batch_size}, {args.steps} steps per "
-          f"phase; GFLOP per image = one training step as TensorFlow's profiler counts it")
+    print(f"training, vision score model, {image_size[0]}x{image_size[1]} px, batch {args.batch_size}, "
+          f"{args.steps} steps per phase; GFLOP per image = one training step as TensorFlow's profiler counts it")
     peak = max(peaks.values())
     print(f"{'backbone':<20}{'phase':<12}{'img/s':>8}{'GFLOP/img':>11}{'GFLOP/s':>9}{'of peak':>9}")
     for name in args.backbones:
@@ -125,7 +125,7 @@ def main(argv=None):
         for phase, top_layers in (("frozen", 0), (f"top {args.finetune_layers}", args.finetune_layers)):
             set_trainable(backbone, top_layers)
             speed = phase_images_per_second(model, ds, args.steps, args.batch_size)
-            gflop = training_flops(model, args.image_size) / 1e9
+            gflop = training_flops(model, image_size) / 1e9
             print(f"{name:<20}{phase:<12}{speed:>8.1f}{gflop:>11.2f}{gflop * speed:>9.1f}"
                   f"{gflop * speed / peak:>9.1%}")
 

@@ -28,8 +28,9 @@ def test_image_loader_prints_the_ratio_of_tfdata_to_opencv(capsys):
 
 def test_training_prints_images_per_second_and_share_of_peak(capsys):
     out = run_benchmark("bench_training.py", ["--images", str(SHARED / "data" / "posters" / "images"),
-                                              "--backbones", "small_cnn", "--image-size", "32", "--batch-size", "4",
-                                              "--steps", "1", "--matmul-size", "256"], capsys)
+                                              "--backbones", "small_cnn", "--image-size", "48", "40",
+                                              "--batch-size", "4", "--steps", "1", "--matmul-size", "256"], capsys)
+    assert "vision score model, 48x40 px" in out
     assert re.search(r"peak float32 matmul \d+ GFLOP/s", out)
     rows = re.findall(r"small_cnn\s+(frozen|top 20)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%", out)
     assert [row[0] for row in rows] == ["frozen", "top 20"]
@@ -43,7 +44,8 @@ def test_prediction_prints_the_share_of_model_throughput(capsys):
     assert out.startswith("devices: ")
     for script in ("CharacterTagging/tag_images.py", "GenreClassification/predict_genres.py"):
         assert re.search(re.escape(script) + r": small_cnn with random weights .* 40 images, batch 16: script "
-                         r"[\d.]+ img/s, model.predict in memory [\d.]+ img/s, ratio \d+% \(by CPU time \d+%\)", out), out
+                         r"[\d.]+ img/s, model.predict in memory [\d.]+ img/s, ratio \d+% \(by CPU time \d+%\)",
+                         out), out
 
 
 def test_end_to_end_prints_wall_times(capsys):
