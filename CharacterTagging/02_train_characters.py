@@ -1,28 +1,42 @@
-"""Train character classifiers on face crops in the moeimouto-faces layout (`root/<character>/*.png|jpg`) and
-compare backbones on one test split (by file, seeded, stratified by character).
+"""Train character classifiers on face crops in the moeimouto-faces layout (`root/<character>/*.jpg|png`) and compare
+them on one test split with nearest-neighbour and majority-class baselines.
 
-Writes data/models/characters_<backbone>.h5 (+ .json sidecar with the character names), and under
-data/characters/: split.csv, metrics.csv (one row per backbone trained on this split, next to the majority-class
-baseline), per_character_<backbone>.csv and confusion_<backbone>.png.
+The split comes from `--split CSV` (`file, character, split` with train/test, files relative to the CSV's folder)
+or is made once and kept (stratified by character). Either way crops of one illustration (`<hash>-<n>.jpg`) stay
+on one side, and the validation part is carved from train the same way. Faces train at their own size.
+`--held-out A B ...` leaves those characters out of training and reports how often their test faces are wrongly
+named at the `unknown` threshold chosen on validation faces, next to the accuracy on the others.
+
+Writes data/models/<set>_<backbone>.h5 (+ .json sidecar: character names, image size, unknown threshold) and under
+data/<set>/ (<set>: the face set's folder name, e.g. characters or characters20; `<set>_held_out` with
+--held-out): split.csv (when made here), metrics.csv (top-1, top-5, macro-F1 with bootstrap 95% intervals),
+per_character_<backbone>.csv, confusion_<backbone>.{csv,png} and openset_<backbone>.csv.
 """
 import argparse
 from pathlib import Path
 
 from animeml.core import cli
-from animeml.core.paths import SHARED, characters_dir
-from animeml.core.trainer_flags import add_training_flags
+from animeml.core.paths import SHARED
+from animeml.core.trainer_flags import BACKBONES, add_training_flags
 
 SETTINGS = dict(
     faces_dir=SHARED / "data" / "characters" / "faces",
+    split=None,
     backbones=["efficientnet_lite0", "small_cnn"],
-    image_size=160,
-    head_epochs=200,
-    finetune_epochs=20,
-    finetune_layers=1000,  # all: on ../shared's faces the top 60 reached test accuracy 0.953, all 0.977
+    baseline_backbones=["efficientnet_lite0", "efficientnet_lite1"],
+    image_size=None,  # the faces' own size
+    train_from="auto",  # Lites: from the end of stage 5 up, on cached activations (classifier.TRAIN_FROM)
+    head_epochs=8,
+    finetune_epochs=0,
+    finetune_layers=1000,
     learning_rate=1e-3,
     finetune_learning_rate=1e-4,
-    batch_size=32,
-    patience=10,
+    batch_size=64,
+    patience=3,
+    val_share=0.15,
+    test_share=0.2,
+    held_out=[],
+    keep_known=0.95,
     balanced=False,  # on ../shared's 8 characters it tripled the best validation loss
     seed=42,
 )
@@ -31,16 +45,25 @@ SETTINGS = dict(
 def main(argv=None):
     parser = cli.parser(__doc__)
     parser.add_argument("--faces-dir", type=Path, default=SETTINGS["faces_dir"], help="root/<character>/*.jpg")
-    parser.add_argument("--backbones", nargs="+", default=SETTINGS["backbones"], help="backbones to train and compare")
+    parser.add_argument("--split", type=Path, default=SETTINGS["split"],
+                        help="CSV of file,character,split (train/test; files relative to the CSV's folder); "
+                        "default: a grouped split made once under data/<set>/split.csv")
+    parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=SETTINGS["backbones"],
+                        help="backbones to train and compare")
+    parser.add_argument("--baseline-backbones", nargs="*", choices=BACKBONES, default=SETTINGS["baseline_backbones"],
+                        help="nearest-neighbour baselines on these frozen backbones' features (none: skip)")
     parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
-                        help="faces are resized to this square size")
+                        help="faces are resized to this square size (default: the size of the first face)")
+    parser.add_argument("--train-from", default=SETTINGS["train_from"],
+                        help="backbone layer the trained top starts after, on cached activations of the layers "
+                        "below; auto: the end of an EfficientNet-Lite's stage 5; none: the head alone, then "
+                        "--finetune-epochs of the top --finetune-layers")
     parser.add_argument("--head-epochs", type=cli.positive_int, default=SETTINGS["head_epochs"],
-                        help="head on frozen features (from scratch: epochs with --finetune-epochs added)")
+                        help="epochs of the head (from scratch: epochs with --finetune-epochs added)")
     parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
-                        help="epochs with the top backbone layers unfrozen")
+                        help="epochs with the top backbone layers unfrozen, on images")
     parser.add_argument("--finetune-layers", type=cli.non_negative_int, default=SETTINGS["finetune_layers"],
-                        help="top backbone layers unfrozen (default all: on ../shared's faces the top 60 reached "
-                        "test accuracy 0.953, all 0.977)")
+                        help="top backbone layers unfrozen when fine-tuning")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=SETTINGS["learning_rate"],
                         help="Adam learning rate of the head (and of a from-scratch backbone)")
     parser.add_argument("--finetune-learning-rate", type=cli.positive_float,
@@ -49,6 +72,14 @@ def main(argv=None):
                         help="images per batch and device")
     parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
                         help="early stopping on validation loss")
+    parser.add_argument("--val-share", type=cli.probability, default=SETTINGS["val_share"],
+                        help="share of the training faces carved out for validation (whole illustrations)")
+    parser.add_argument("--test-share", type=cli.probability, default=SETTINGS["test_share"],
+                        help="share of the faces for testing when the split is made here")
+    parser.add_argument("--held-out", nargs="+", default=SETTINGS["held_out"], metavar="CHARACTER",
+                        help="characters left out of training, presented as unknown faces")
+    parser.add_argument("--keep-known", type=cli.probability, default=SETTINGS["keep_known"],
+                        help="the unknown threshold keeps this share of correctly named validation faces named")
     parser.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=SETTINGS["balanced"],
                         help="weight the loss so that rare characters count as much as frequent ones (off by default: "
                         "on ../shared's 8 characters it tripled the best validation loss)")
@@ -58,63 +89,95 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    from animeml.characters.classifier import (balanced_class_weights, class_report, model_path, plot_confusion,
-                                               predict_images, read_face_folders, train_classifier)
-    from animeml.core import trainer
-    from animeml.core.io import write_csv
+    from animeml.characters.classifier import (TRAIN_FROM, balanced_class_weights, class_report, face_set,
+                                               nearest_neighbour_scores, plot_confusion, predict_images,
+                                               scores_with_intervals, train_classifier)
+    from animeml.characters.openset import choose_threshold, open_set_report
+    from animeml.core import store, trainer
+    from animeml.core.feature_cache import backbone_features
+    from animeml.core.io import PipelineError, write_csv
+    from animeml.core.paths import data_dir
     from animeml.core.runs import RunRecord
-    from animeml.core.splits import load_or_make_split
-    from animeml.core.store import save_model
 
-    record = RunRecord("characters/02_train_characters", cli.settings_of(args), inputs={"faces": args.faces_dir})
+    name = args.faces_dir.parent.name if args.faces_dir.name == "faces" else args.faces_dir.name
+    name += "_held_out" if args.held_out else ""
+    out = data_dir() / name
+    record = RunRecord("characters/02_train_characters", cli.settings_of(args),
+                       inputs={"faces": args.faces_dir, **({"split": args.split} if args.split else {})})
     strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)
-    # Split by file (character/name, so the saved split survives a moved folder), stratified by character:
-    # one-hot rows in the order of the sorted unique file names, as load_or_make_split expects.
-    table = read_face_folders(args.faces_dir)
-    table["file"] = table["character"] + "/" + table["path"].map(lambda path: path.rsplit("/", 1)[-1])
-    table = table.sort_values("file", ignore_index=True)
+    table, image_size = face_set(args.faces_dir, args.split, out / "split.csv", args.val_share, args.test_share,
+                                 args.seed, args.image_size)
+    unknown_names = sorted(set(args.held_out) - set(table["character"]))
+    if unknown_names:
+        raise PipelineError(f"--held-out names no character folder: {', '.join(unknown_names)}")
+    held_out = table["character"].isin(args.held_out)
+    unknown_paths = table["path"][held_out & (table["split"] == "test")].to_numpy()
+    table = table[~held_out].reset_index(drop=True)
     names = sorted(table["character"].unique())
-    y = table["character"].map({name: i for i, name in enumerate(names)}).to_numpy()
-    table["split"] = load_or_make_split(characters_dir() / "split.csv", table["file"], seed=args.seed,
-                                        labels=np.eye(len(names))[y])
+    y = table["character"].map({character: i for i, character in enumerate(names)}).to_numpy()
     part = {split: (table["path"][table["split"] == split].to_numpy(), y[table["split"] == split])
             for split in ("train", "val", "test")}
-    print(f"{len(table)} faces of {len(names)} characters: " +
-          ", ".join(f"{split} {len(paths)}" for split, (paths, _) in part.items()))
+    print(f"{len(table)} faces of {len(names)} characters at {image_size} px: " +
+          ", ".join(f"{split} {len(paths)}" for split, (paths, _) in part.items()) +
+          (f"; {len(unknown_paths)} test faces of {len(args.held_out)} held-out characters" if args.held_out else ""))
 
-    test_paths, test_y = part["test"]
-    majority = np.bincount(part["train"][1], minlength=len(names)).argmax()
-    rows = [{"model": "majority class", "image_size": None, "accuracy": float(np.mean(test_y == majority)),
-             "macro_f1": None}]
-    class_weight = balanced_class_weights(part["train"][1], len(names)) if args.balanced else None
+    (train_paths, train_y), (val_paths, val_y), (test_paths, test_y) = part["train"], part["val"], part["test"]
+    majority = np.eye(len(names))[np.bincount(train_y, minlength=len(names)).argmax()]
+    rows = [{"model": "majority class", **scores_with_intervals(test_y, np.tile(majority, (len(test_y), 1)))}]
+    for backbone in args.baseline_backbones:
+        features = {split: backbone_features(backbone, image_size, list(paths)) for split, (paths, _) in part.items()}
+        scores = nearest_neighbour_scores(features["train"], train_y, features["test"], len(names))
+        rows.append({"model": f"nearest neighbour ({backbone} frozen)", **scores_with_intervals(test_y, scores)})
+        print(rows[-1])
+
+    class_weight = balanced_class_weights(train_y, len(names)) if args.balanced else None
+    open_rows = []
     for backbone in args.backbones:
-        path = model_path("characters", backbone)
+        train_from = TRAIN_FROM.get(backbone) if args.train_from == "auto" else args.train_from
+        train_from = None if train_from == "none" else train_from
+        path = store.model_file(name, backbone)
         model, _ = train_classifier(
-            backbone, len(names), part["train"], part["val"], args.image_size, multi_label=False, strategy=strategy,
+            backbone, len(names), part["train"], part["val"], image_size, multi_label=False, strategy=strategy,
             epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
             learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
             batch_size=args.batch_size, patience=args.patience, class_weight=class_weight, seed=args.seed,
-            backup_dir=path.with_suffix(".backup"), resume=args.resume)
-        predicted = predict_images(model, list(test_paths), args.image_size).argmax(axis=1)
-        accuracy, per_character = class_report(test_y, predicted, names)
-        rows.append({"model": backbone, "image_size": args.image_size, "accuracy": accuracy,
-                     "macro_f1": float(per_character["f1"].mean())})
-        write_csv(per_character, characters_dir() / f"per_character_{backbone}.csv")
-        plot_confusion(test_y, predicted, names, characters_dir() / f"confusion_{backbone}.png",
-                       f"{backbone}: test accuracy {accuracy:.3f}")
-        save_model(model, path, {"task": "characters", "labels": names, "backbone": backbone,
-                                 "image_size": args.image_size, "test_accuracy": accuracy},
-                   run=record.as_dict({"test_accuracy": accuracy}))
+            backup_dir=path.with_suffix(".backup"), resume=args.resume, train_from=train_from)
+        val_probabilities, probabilities = (predict_images(model, list(paths), image_size, flip=True)
+                                            for paths in (val_paths, test_paths))
+        row = {"model": backbone, **scores_with_intervals(test_y, probabilities)}
+        threshold = choose_threshold(val_probabilities, val_y, args.keep_known)
+        if args.held_out:
+            unknown = predict_images(model, list(unknown_paths), image_size, flip=True)
+            open_rows.append({"model": backbone, **open_set_report(probabilities, test_y, unknown, threshold)})
+            write_csv(pd.DataFrame(open_rows[-1:]), out / f"openset_{backbone}.csv")
+            print(open_rows[-1])
+        rows.append(row)
+        predicted = probabilities.argmax(axis=1)
+        _, per_character = class_report(test_y, predicted, names)
+        write_csv(per_character, out / f"per_character_{backbone}.csv")
+        confusion = pd.crosstab(pd.Categorical(np.array(names)[test_y], names),
+                                pd.Categorical(np.array(names)[predicted], names), rownames=["true"],
+                                colnames=["predicted"], dropna=False)
+        write_csv(confusion.reset_index(), out / f"confusion_{backbone}.csv")
+        plot_confusion(test_y, predicted, names, out / f"confusion_{backbone}.png",
+                       f"{backbone}: test top-1 {row['top1']:.3f}")
+        metrics = {key: row[key] for key in ("top1", "top5", "macro_f1")}
+        save_sidecar = {"task": "characters", "labels": names, "backbone": backbone, "image_size": image_size,
+                        "unknown_threshold": threshold, "test_accuracy": row["top1"],
+                        **({"held_out": args.held_out} if args.held_out else {})}
+        store.save_model(model, path, save_sidecar, run=record.as_dict(metrics))
         print(per_character.round(3).to_string(index=False))
+        print(f"{backbone}: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()) +
+              f"; unknown below confidence {threshold:.3f}")
 
-    # Backbones trained in earlier runs on the same split keep their rows.
-    metrics = pd.DataFrame(rows)
-    if (characters_dir() / "metrics.csv").exists():
-        earlier = pd.read_csv(characters_dir() / "metrics.csv")
+    # Models trained in earlier runs on the same split keep their rows.
+    metrics = pd.DataFrame(rows).assign(image_size=image_size, test_faces=len(test_y))
+    if (out / "metrics.csv").exists():
+        earlier = pd.read_csv(out / "metrics.csv")
         metrics = pd.concat([earlier[~earlier["model"].isin(metrics["model"])], metrics], ignore_index=True)
-    write_csv(metrics, characters_dir() / "metrics.csv")
+    write_csv(metrics, out / "metrics.csv")
     print(metrics.round(3).to_string(index=False))
-    record.finish({row["model"]: row["accuracy"] for row in rows})
+    record.finish({row["model"]: row["top1"] for row in rows})
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Train a multi-label illustration tagger on the N most frequent tags, from a CSV of `file,tags` or Danbooru
-metadata JSON (one post per line), with thresholds tuned on validation (one global, one per tag).
+"""Train a multi-label illustration tagger on the N most frequent tags of one or more tag sources (CSVs of
+`file,tags`, Danbooru metadata JSON with one post per line), with thresholds tuned on validation (one global, one
+per tag).
 
-Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively stratified)
-next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5 (+ .json sidecar: tags, thresholds) and,
-under data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
+Validation and test faces come from the first source only (the first --tags-csv, else the first --danbooru-json),
+so a run with more sources is measured on the same test split as one without them; the other sources only add
+training faces. Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively
+stratified) with bootstrap 95% intervals, next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5
+(+ .json sidecar: tags, thresholds) and, under data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
 """
-import os
 from pathlib import Path
 
 from animeml.core import cli
@@ -13,12 +15,13 @@ from animeml.core.paths import SHARED, tags_dir
 from animeml.core.trainer_flags import add_training_flags
 
 SETTINGS = dict(
-    tags_csv=SHARED / "data" / "tags" / "tags.csv",
+    tags_csv=[SHARED / "data" / "tags" / "tags.csv"],
     top_n=500,
     backbone="efficientnet_lite0",
-    image_size=160,  # the 96 px faces are upscaled
-    head_epochs=40,
-    finetune_epochs=8,
+    image_size=96,  # the faces' own size (tags_extra's 64 px faces are upscaled)
+    train_from="auto",  # Lites: from the end of stage 5 up, on cached activations (classifier.TRAIN_FROM)
+    head_epochs=8,
+    finetune_epochs=0,
     finetune_layers=1000,
     learning_rate=1e-3,
     finetune_learning_rate=3e-4,
@@ -31,16 +34,22 @@ SUMMARY = ["micro_precision", "micro_recall", "micro_f1", "macro_precision", "ma
 
 def main(argv=None):
     parser = cli.parser(__doc__)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--tags-csv", type=Path, help=f"CSV of file,tags (default {SETTINGS['tags_csv']})")
-    source.add_argument("--danbooru-json", type=Path,
-                        help="Danbooru metadata, one JSON post per line (needs --images-dir)")
-    parser.add_argument("--images-dir", type=Path, help="image root (default for --tags-csv: the CSV's folder)")
+    parser.add_argument("--tags-csv", type=Path, action="append",
+                        help=f"CSV of file,tags, files relative to its folder (repeatable; default "
+                        f"{SETTINGS['tags_csv'][0]} when no source is given)")
+    parser.add_argument("--danbooru-json", type=Path, action="append",
+                        help="Danbooru metadata, one JSON post per line (repeatable; needs --images-dir)")
+    parser.add_argument("--images-dir", type=Path, action="append",
+                        help="image root of each --danbooru-json in order, or one for all of them")
     parser.add_argument("--top-n", type=cli.positive_int, default=SETTINGS["top_n"],
                         help="vocabulary: the N most frequent tags")
     parser.add_argument("--backbone", default=SETTINGS["backbone"], help="image backbone (animeml.core.backbones)")
     parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
-                        help="input side in pixels (the 96 px faces are upscaled)")
+                        help="input side in pixels")
+    parser.add_argument("--train-from", default=SETTINGS["train_from"],
+                        help="backbone layer the trained top starts after, on cached activations of the layers "
+                        "below; auto: the end of an EfficientNet-Lite's stage 5; none: the head alone, then "
+                        "--finetune-epochs of the top --finetune-layers")
     parser.add_argument("--head-epochs", type=cli.positive_int, default=SETTINGS["head_epochs"],
                         help="head on frozen features (from scratch: epochs with --finetune-epochs added)")
     parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
@@ -62,38 +71,36 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    from animeml.characters.classifier import model_path, predict_images, train_classifier
-    from animeml.characters.tags import read_danbooru_json, read_tags_csv
+    from animeml.characters.classifier import TRAIN_FROM, model_path, predict_images, train_classifier
+    from animeml.characters.tags import read_tag_sources
     from animeml.core import trainer
-    from animeml.core.io import PipelineError, write_csv
-    from animeml.core.multilabel import (evaluate, label_prior, most_frequent_labels, multi_hot, plot_pr_curves,
-                                         tune_global_threshold, tune_thresholds)
+    from animeml.core.io import write_csv
+    from animeml.core.multilabel import (bootstrap_interval, evaluate, label_prior, most_frequent_labels, multi_hot,
+                                         plot_pr_curves, tune_global_threshold, tune_thresholds)
     from animeml.core.runs import RunRecord
     from animeml.core.splits import load_or_make_split
     from animeml.core.store import save_model
 
+    tags_csvs = args.tags_csv or ([] if args.danbooru_json else SETTINGS["tags_csv"])
     record = RunRecord("characters/03_train_tagger", cli.settings_of(args),
-                       inputs={"tags": args.danbooru_json or args.tags_csv or SETTINGS["tags_csv"]})
+                       inputs={f"tags_{i}": path for i, path in enumerate([*tags_csvs, *(args.danbooru_json or [])])})
     strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)
-    if args.danbooru_json:
-        if not args.images_dir:
-            raise PipelineError("--danbooru-json needs --images-dir (the folder of the posts' images)")
-        table = read_danbooru_json(args.danbooru_json, args.images_dir)
-    else:
-        table = read_tags_csv(args.tags_csv or SETTINGS["tags_csv"], args.images_dir)
-    # Group by the path under the image root (so the saved split survives a moved folder), sorted as
-    # load_or_make_split expects the stratification rows.
-    root = os.path.commonpath(list(table["path"])) if len(table) > 1 else os.path.dirname(table["path"][0])
-    table["file"] = table["path"].map(lambda path: os.path.relpath(path, root))
-    table = table.drop_duplicates("file").sort_values("file", ignore_index=True)
+    table = read_tag_sources(tags_csvs, args.danbooru_json or [], args.images_dir or [])
     tags = most_frequent_labels(table["tags"], args.top_n)
     y = multi_hot(table["tags"], tags).astype(np.float32)
-    # Grouped by file name, so the saved split survives a moved image folder.
-    table["split"] = load_or_make_split(tags_dir() / "split.csv", table["file"], seed=args.seed, labels=y)
-    part = {split: (table["path"][table["split"] == split].to_numpy(), y[table["split"] == split])
+    # The split covers the first source only, stratified by its own tags, so it does not change with the others;
+    # files sorted as load_or_make_split expects the stratification rows.
+    first = table[table["source"] == 0].sort_values("file")
+    first_y = multi_hot(first["tags"], most_frequent_labels(first["tags"], args.top_n))
+    split_of = dict(zip(first["file"], load_or_make_split(tags_dir() / "split.csv", first["file"], seed=args.seed,
+                                                          labels=first_y)))
+    table["split"] = [split_of[file] if source == 0 else "train" for file, source in zip(table["file"],
+                                                                                         table["source"])]
+    part = {split: (table["path"][table["split"] == split].to_numpy(), y[(table["split"] == split).to_numpy()])
             for split in ("train", "val", "test")}
-    print(f"{len(table)} images, {len(tags)} tags: " +
+    print(f"{len(table)} images from {table['source'].nunique()} source(s), {len(tags)} tags: " +
           ", ".join(f"{split} {len(paths)}" for split, (paths, _) in part.items()))
+    train_from = TRAIN_FROM.get(args.backbone) if args.train_from == "auto" else args.train_from
 
     path = model_path("tags", args.backbone)
     model, _ = train_classifier(
@@ -101,25 +108,38 @@ def main(argv=None):
         epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
         learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
         batch_size=args.batch_size, patience=args.patience, seed=args.seed, backup_dir=path.with_suffix(".backup"),
-        resume=args.resume)
+        resume=args.resume, train_from=None if train_from == "none" else train_from)
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
-    prob_val, prob_test = (predict_images(model, list(paths), args.image_size) for paths in (val_paths, test_paths))
+    prob_val, prob_test = (predict_images(model, list(paths), args.image_size, flip=True)
+                           for paths in (val_paths, test_paths))
 
     # Every threshold is tuned on validation; the test split only measures.
     prior_val, prior_test = (label_prior(part["train"][1], len(rows)) for rows in (y_val, y_test))
     prior_threshold = tune_global_threshold(y_val, prior_val)
     global_threshold = tune_global_threshold(y_val, prob_val)
     per_tag = tune_thresholds(y_val, prob_val)
-    results = {"tag prior (global threshold)": evaluate(y_test, prior_test, prior_threshold, tags),
-               f"{args.backbone} (global threshold {global_threshold:.2f})":
-                   evaluate(y_test, prob_test, global_threshold, tags),
-               f"{args.backbone} (per-tag thresholds)": evaluate(y_test, prob_test, per_tag, tags)}
-    metrics = pd.DataFrame([{"model": name, **{key: result[key] for key in SUMMARY}}
-                            for name, result in results.items()])
+    thresholds = {"tag prior (global threshold)": prior_threshold,
+                  f"{args.backbone} (global threshold {global_threshold:.2f})": global_threshold,
+                  f"{args.backbone} (per-tag thresholds)": per_tag}
+    results = {name: evaluate(y_test, prior_test if name.startswith("tag prior") else prob_test, threshold, tags)
+               for name, threshold in thresholds.items()}
+    sources = " + ".join(path.parent.name for path in [*tags_csvs, *(args.danbooru_json or [])])
+    metrics = pd.DataFrame([{"model": name, "sources": sources, "test_images": len(y_test),
+                             **{key: result[key] for key in SUMMARY}} for name, result in results.items()])
+    intervals = [bootstrap_interval(y_test, prior_test if name.startswith("tag prior") else prob_test, threshold)
+                 for name, threshold in thresholds.items()]
+    metrics.insert(metrics.columns.get_loc("micro_f1") + 1, "micro_f1_low", [low for low, _ in intervals])
+    metrics.insert(metrics.columns.get_loc("micro_f1_low") + 1, "micro_f1_high", [high for _, high in intervals])
     tag_table = pd.DataFrame({"tag": tags, "test_support": y_test.sum(axis=0).astype(int), "threshold": per_tag,
                               "f1_global": [results[metrics["model"][1]][f"f1_{tag}"] for tag in tags],
                               "f1_per_tag": [results[metrics["model"][2]][f"f1_{tag}"] for tag in tags]})
-    write_csv(metrics, tags_dir() / "metrics.csv")
+    # Runs on other sources (same test split) keep their rows.
+    table_of_runs = metrics
+    if (tags_dir() / "metrics.csv").exists():
+        earlier = pd.read_csv(tags_dir() / "metrics.csv")
+        if "sources" in earlier:
+            table_of_runs = pd.concat([earlier[earlier["sources"] != sources], metrics], ignore_index=True)
+    write_csv(table_of_runs, tags_dir() / "metrics.csv")
     write_csv(tag_table, tags_dir() / "per_tag.csv")
     plot_pr_curves(y_test, prob_test, tags[:25], tags_dir() / "pr_curves.png", f"{args.backbone} tagger (test)")
     summary = {name: {key: result[key] for key in SUMMARY} for name, result in results.items()}
@@ -128,7 +148,7 @@ def main(argv=None):
                              "test_micro_f1": results[metrics["model"][2]]["micro_f1"]},
                run=record.finish(summary))
     print(tag_table.round(3).to_string(index=False, max_rows=40))
-    print(metrics.round(3).to_string(index=False))
+    print(table_of_runs.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ needs more than about 16 megapixels. The exit status is 2 only when no image cou
 A face whose softmax confidence is below --unknown-threshold is named "unknown" (the `best_character` column
 keeps the best guess). With --labels (a CSV of file,character such as ../shared/data/characters/labels.csv) it
 also reports how often each image's labelled character is among the names found.
+
+With --crops the images are face crops already (e.g. a held-out crop set): no detection, no boxes, and --out has
+one row per image with its name (or "unknown"), confidence, best guess and the runner-up with its confidence.
 """
 from pathlib import Path
 
@@ -27,6 +30,7 @@ ILLUSTRATION_DETECTOR = {"scale_factor": 1.05, "min_neighbors": 3, "min_size": 2
 DETECTOR_PIXELS = 16_000_000  # the most pixels the detector sees (after --upscale)
 BOX_COLUMNS = ["x", "y", "w", "h", "score"]
 COLUMNS = ["file", "face", *BOX_COLUMNS, "character", "confidence", "best_character"]
+CROP_COLUMNS = ["character", "confidence", "best_character", "runner_up", "runner_up_confidence"]
 
 
 def main(argv=None):
@@ -42,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--margin", type=float, default=SETTINGS["margin"],
                         help="crop margin, as a share of the face size (>= 0)")
     parser.add_argument("--flip-tta", action="store_true", help="average each face with its mirror image")
+    parser.add_argument("--crops", action="store_true",
+                        help="the images are face crops: name each whole image (no detection), one row per image")
     add_detector_arguments(parser, **ILLUSTRATION_DETECTOR)
     args = cli.parse(parser, argv)
     problems = [flag for flag, bad in [("--scale-factor must be > 1", not args.scale_factor > 1),
@@ -59,7 +65,8 @@ def main(argv=None):
     import pandas as pd
     from PIL import Image
 
-    from animeml.characters.classifier import character_hit_rates, load_model, name_faces, read_image_labels
+    from animeml.characters.classifier import (character_hit_rates, load_model, name_faces, predict_images,
+                                               read_image_labels)
     from animeml.core import batch
     from animeml.core.faces import draw_boxes, list_images, make_detector, save_png
     from animeml.core.imagefile import read_rgb
@@ -79,6 +86,26 @@ def main(argv=None):
     if not paths:
         raise PipelineError(f"no image files in {args.images}")
     read_pixels = max(1, int(DETECTOR_PIXELS / max(args.upscale, 1.0) ** 2))
+    if args.crops:
+        def name_crops(images):
+            probabilities = predict_images(model, images, image_size, flip=args.flip_tta)
+            order = probabilities.argsort(axis=1)[:, ::-1]
+            rows = []
+            for row, (best, second) in zip(probabilities, order[:, :2]):
+                character = names[best] if row[best] >= args.unknown_threshold else "unknown"
+                rows.append({"character": character, "confidence": float(row[best]), "best_character": names[best],
+                             "runner_up": names[second], "runner_up_confidence": float(row[second])})
+            return rows
+
+        outcomes = batch.run_batch(paths, lambda path: read_rgb(path, downsize=True), name_crops, chunk_size=64,
+                                   desc="naming face crops")
+        crops = batch.outcome_table("file", [path.name for path in paths], outcomes, CROP_COLUMNS)
+        if labels is not None:
+            labelled = crops[crops["file"].isin(labels) & (crops["status"] == "ok")]
+            right = (labelled["best_character"] == labelled["file"].map(labels)).mean()
+            print(f"{len(labelled)} labelled crops: best guess right for {right:.1%}")
+        batch.finish(crops, outcomes, args.out, "images")
+        return
 
     def load(item):
         path, drawn = item

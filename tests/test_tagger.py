@@ -103,3 +103,55 @@ def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp
                "--threshold", 1.01, monkeypatch=monkeypatch)
     assert (pd.read_csv(out, keep_default_na=False)["tags"] == "").all()
     assert "3 images tagged (0 with at least one tag)" in capsys.readouterr().out
+
+
+def tagged_csv(folder, colours, offset=0):
+    """`folder/tags.csv` of coloured squares in `folder/images/`, each tagged with its hair colour."""
+    rows = []
+    for i in range(24):
+        hair = colours[i % len(colours)]
+        save_image(folder / "images" / f"{i}.png", HAIR[hair], seed=offset + i)
+        rows.append({"file": f"images/{i}.png", "tags": hair.replace("_", " ")})
+    pd.DataFrame(rows).to_csv(folder / "tags.csv", index=False)
+    return folder / "tags.csv"
+
+
+def test_sources_are_numbered_in_order_and_each_danbooru_file_has_its_image_folder(danbooru, tmp_path):
+    from animeml.characters.tags import read_tag_sources
+
+    metadata, root = danbooru
+    first = tagged_csv(tmp_path / "first", ["red_hair", "blue_hair"])
+    table = read_tag_sources([first], [metadata, metadata], [root, root])
+    assert table.groupby("source").size().to_dict() == {0: 24, 1: 48, 2: 48}
+    assert table["file"][table["source"] == 0].tolist()[:2] == ["0.png", "1.png"]  # under the images folder
+    assert len(read_tag_sources([], [metadata, metadata], [root])) == 96  # one folder for all of them
+    with pytest.raises(PipelineError, match="one image folder each"):
+        read_tag_sources([], [metadata], [])
+    with pytest.raises(PipelineError, match="one image folder each"):
+        read_tag_sources([], [metadata] * 3, [root, root])
+
+
+def test_more_sources_add_training_images_and_keep_the_first_sources_test_split(tmp_path, monkeypatch):
+    first = tagged_csv(tmp_path / "tags", ["red_hair", "blue_hair"])
+    extra = tagged_csv(tmp_path / "tags_extra", ["red_hair", "blue_hair", "green_hair"], offset=100)
+    flags = ["--backbone", "small_cnn", "--image-size", 16, "--head-epochs", 1]
+    results = {}
+    for sources in (["--tags-csv", first], ["--tags-csv", first, "--tags-csv", extra]):
+        data = tmp_path / f"data{len(sources)}"
+        monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
+        if len(sources) == 4:  # the run on both sources finds the first run's table in its data folder
+            (data / "tags").mkdir(parents=True)
+            (data / "tags" / "metrics.csv").write_bytes((tmp_path / "data2" / "tags" / "metrics.csv").read_bytes())
+        run_script("03_train_tagger.py", *sources, *flags, monkeypatch=monkeypatch)
+        results[len(sources)] = (pd.read_csv(data / "tags" / "split.csv"), pd.read_csv(data / "tags" / "metrics.csv"),
+                                 json.loads((data / "models" / "tags_small_cnn.json").read_text()))
+    (split_alone, metrics_alone, sidecar_alone), (split_both, metrics_both, sidecar_both) = results[2], results[4]
+    pd.testing.assert_frame_equal(split_alone, split_both)  # the same test faces, all from the first source
+    assert sorted(split_both["group"]) == sorted(f"{i}.png" for i in range(24))
+    # the second run keeps the first run's rows (other sources, same test split) beside its own
+    assert list(metrics_both["sources"]) == ["tags"] * 3 + ["tags + tags_extra"] * 3
+    assert (metrics_alone["test_images"] == metrics_both["test_images"]).all()
+    assert (metrics_both["micro_f1_low"] <= metrics_both["micro_f1"]).all()
+    assert (metrics_both["micro_f1"] <= metrics_both["micro_f1_high"]).all()
+    assert sidecar_alone["labels"] == ["blue hair", "red hair"]
+    assert sorted(sidecar_both["labels"]) == ["blue hair", "green hair", "red hair"]  # tags of the extra source

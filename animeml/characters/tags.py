@@ -5,6 +5,7 @@ Danbooru tag names use underscores ("blonde_hair"); they are read with spaces ("
 in the captions that image-generation tools expect.
 """
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +76,25 @@ def read_danbooru_json(path, images_dir):
     if not rows:
         raise PipelineError(f"no image of {path} found under {root}")
     return pd.DataFrame(rows)
+
+
+def read_tag_sources(tags_csvs=(), danbooru_jsons=(), images_dirs=()):
+    """Several tag sources as one table of `path`, `tags`, `source` (0 for the first source: the CSVs first, then
+    the Danbooru files, in the order given) and `file` (the path under its source's image root, so a saved split
+    survives a moved folder; an image listed twice in one source is kept once). Danbooru file i finds its images
+    under `images_dirs[i]`, or under `images_dirs[0]` when only one is given."""
+    if danbooru_jsons and len(images_dirs) not in (1, len(danbooru_jsons)):
+        raise PipelineError(f"{len(danbooru_jsons)} Danbooru files need one image folder each, or one for all; "
+                            f"got {len(images_dirs)}")
+    tables = [read_tags_csv(path) for path in tags_csvs]
+    tables += [read_danbooru_json(path, images_dirs[min(i, len(images_dirs) - 1)])
+               for i, path in enumerate(danbooru_jsons)]
+    for source, table in enumerate(tables):
+        root = (os.path.commonpath(list(table["path"])) if len(table) > 1
+                else os.path.dirname(table["path"][0]))
+        table["file"] = table["path"].map(lambda path: os.path.relpath(path, root))
+        table["source"] = source
+    return pd.concat([table.drop_duplicates("file") for table in tables], ignore_index=True)
 
 
 def _existing(table, source):

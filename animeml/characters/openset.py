@@ -1,0 +1,60 @@
+"""An `unknown` answer for a character classifier: a face whose best softmax probability is under a threshold is
+named `unknown` instead of its nearest known character.
+
+The threshold is chosen on validation faces of the known characters only (`choose_threshold`): the highest one
+that still keeps `keep` of their correctly named faces named. `open_set_report` then measures, on test faces, the
+accuracy on the known characters (an `unknown` answer counts as wrong) next to how often faces of characters the
+model never saw are wrongly given a name.
+"""
+import numpy as np
+import pandas as pd
+
+UNKNOWN = "unknown"
+
+
+def choose_threshold(probabilities, y_true, keep=0.95):
+    """The confidence threshold that keeps `keep` of the correctly named validation faces named: the
+    (1 - keep) quantile of their best probabilities (0.0 when no face is named correctly)."""
+    probabilities = np.asarray(probabilities)
+    right = probabilities.argmax(axis=1) == np.asarray(y_true)
+    if not right.any():
+        return 0.0
+    return float(np.quantile(probabilities.max(axis=1)[right], 1 - keep, method="lower"))
+
+
+def name_or_unknown(probabilities, names, threshold):
+    """The best name of each row, or UNKNOWN where its probability is under `threshold`."""
+    probabilities = np.asarray(probabilities)
+    best = np.asarray(names, dtype=object)[probabilities.argmax(axis=1)]
+    return np.where(probabilities.max(axis=1) >= threshold, best, UNKNOWN)
+
+
+def _rates(known_right, known_named, unknown_named):
+    return {"known_accuracy": float(np.mean(known_right)), "known_named": float(np.mean(known_named)),
+            "unknown_named": float(np.mean(unknown_named))}
+
+
+def open_set_report(known_probabilities, known_y, unknown_probabilities, threshold, n_boot=1000, seed=0,
+                    level=0.95):
+    """On test faces: `known_accuracy` (a known character's face named right; `unknown` counts as wrong),
+    `known_named` (share of known faces given a name) and `unknown_named` (share of faces of unseen characters
+    wrongly given a name), each with a percentile bootstrap interval (`_low`, `_high`; known and unknown faces
+    resampled apart), and the threshold and face counts."""
+    known, unknown = np.asarray(known_probabilities), np.asarray(unknown_probabilities)
+    known_named = known.max(axis=1) >= threshold
+    known_right = known_named & (known.argmax(axis=1) == np.asarray(known_y))
+    unknown_named = unknown.max(axis=1) >= threshold
+    point = _rates(known_right, known_named, unknown_named)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n_boot):
+        k, u = rng.integers(0, len(known), len(known)), rng.integers(0, len(unknown), len(unknown))
+        samples.append(_rates(known_right[k], known_named[k], unknown_named[u]))
+    samples = pd.DataFrame(samples)
+    tail = (1 - level) / 2 * 100
+    report = {"threshold": float(threshold), "known_faces": len(known), "unknown_faces": len(unknown)}
+    for name, value in point.items():
+        report[name] = value
+        report[f"{name}_low"], report[f"{name}_high"] = (float(v) for v in np.percentile(samples[name],
+                                                                                          [tail, 100 - tail]))
+    return report

@@ -1,0 +1,177 @@
+"""The harder character benchmark (issue 18): crops of one illustration on one side of every split, a given split
+file with validation carved from train, the unknown threshold, and a tiny end-to-end run of step 02."""
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from animeml.characters.classifier import classification_scores, face_set, nearest_neighbour_scores
+from animeml.characters.openset import UNKNOWN, choose_threshold, name_or_unknown, open_set_report
+from animeml.core.io import PipelineError
+from animeml.core.splits import carve_validation, illustration_groups
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
+COLOURS = {"aqua": (30, 200, 200), "blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}
+
+
+def make_faces(root, per_character=8, size=32):
+    """`root/faces/<character>/<hash>-<n>.png`: two crops per illustration hash; one hash (`shared`) has a crop of
+    two characters, as a Danbooru illustration showing both."""
+    for c, (character, colour) in enumerate(COLOURS.items()):
+        folder = root / "faces" / character
+        folder.mkdir(parents=True)
+        for i in range(per_character):
+            noise = np.random.default_rng(100 * c + i).normal(0, 20, (size, size, 3))
+            name = "shared-1.png" if (c, i) == (0, 0) else "shared-2.png" if (c, i) == (1, 0) else \
+                f"{character}{i // 2:02d}-{i % 2 + 1}.png"
+            Image.fromarray(np.clip(np.asarray(colour) + noise, 0, 255).astype(np.uint8)).save(folder / name)
+    return root / "faces"
+
+
+def test_crops_of_one_illustration_share_a_group_in_any_folder():
+    files = ["ame/ab12.webp-1.jpg", "gura/ab12.webp-2.jpg", "ame/cd34-10.jpg", "ame/3.jpg", "gura/3.jpg",
+             "ame/foo-bar.jpg"]
+    assert list(illustration_groups(files)) == ["ab12.webp", "ab12.webp", "cd34", "ame/3.jpg", "gura/3.jpg",
+                                                "ame/foo-bar.jpg"]
+
+
+def test_validation_is_carved_from_whole_groups_stratified():
+    groups = np.repeat(np.arange(60), 3)
+    labels = np.eye(3, dtype=int)[groups % 3]
+    split = carve_validation(groups, labels, share=0.2, seed=1)
+    assert all(len(set(split[groups == g])) == 1 for g in range(60))
+    assert (split == "val").mean() == pytest.approx(0.2, abs=0.02)
+    assert [(split[groups % 3 == k] == "val").sum() for k in range(3)] == [12, 12, 12]  # stratified
+    assert list(carve_validation(groups, labels, share=0.2, seed=1)) == list(split)  # seeded
+    with pytest.raises(PipelineError, match="2 groups"):
+        carve_validation([1, 1], [[1], [1]])
+
+
+def test_split_file_gives_test_and_validation_comes_from_train_whole_illustrations(tmp_path):
+    faces = make_faces(tmp_path)
+    files = sorted(f"faces/{p.parent.name}/{p.name}" for p in faces.glob("*/*.png"))
+    test_groups = {"aqua01", "blue02", "green03", "red00", "shared"}
+    split = pd.DataFrame({"file": files, "character": [f.split("/")[1] for f in files],
+                          "split": ["test" if illustration_groups([f])[0] in test_groups else "train" for f in files]})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    table, size = face_set(faces, tmp_path / "split.csv", tmp_path / "unused.csv", val_share=0.25, seed=0)
+    assert size == 32 and not (tmp_path / "unused.csv").exists()
+    assert set(table["group"][table["split"] == "test"]) == test_groups
+    assert table.groupby("group")["split"].nunique().max() == 1  # every illustration on one side
+    assert set(table["split"]) == {"train", "val", "test"} and (table["split"] == "val").sum() >= 4
+
+    split.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(PipelineError, match="no split for 1 face"):
+        face_set(faces, tmp_path / "short.csv", tmp_path / "unused.csv")
+    split.assign(split="holdout").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PipelineError, match="train or test"):
+        face_set(faces, tmp_path / "bad.csv", tmp_path / "unused.csv")
+
+
+def test_split_made_here_keeps_illustrations_whole_and_is_kept(tmp_path):
+    faces = make_faces(tmp_path, per_character=10)
+    table, _ = face_set(faces, None, tmp_path / "split.csv", val_share=0.2, test_share=0.3, seed=0)
+    assert table.groupby("group")["split"].nunique().max() == 1
+    assert set(table["split"]) == {"train", "val", "test"}
+    saved = pd.read_csv(tmp_path / "split.csv")
+    assert set(saved["group"]) == set(table["group"]) and set(saved["split"]) == {"train", "test"}
+    again, _ = face_set(faces, None, tmp_path / "split.csv", val_share=0.2, test_share=0.3, seed=7)
+    assert list(again["split"] == "test") == list(table["split"] == "test")  # the kept test part, not seed 7's
+
+
+def test_unknown_threshold_keeps_the_asked_share_of_right_validation_answers():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet([1, 1, 1], 200)
+    y = probabilities.argmax(axis=1)
+    y[:20] = (y[:20] + 1) % 3  # 20 wrong answers do not count
+    threshold = choose_threshold(probabilities, y, keep=0.9)
+    right = probabilities.argmax(axis=1) == y
+    assert np.mean(probabilities.max(axis=1)[right] >= threshold) == pytest.approx(0.9, abs=0.01)
+    assert choose_threshold(probabilities, (probabilities.argmax(axis=1) + 1) % 3) == 0.0
+    names = name_or_unknown([[0.7, 0.3], [0.4, 0.6], [0.55, 0.45]], ["a", "b"], threshold=0.6)
+    assert list(names) == ["a", "b", UNKNOWN]
+
+
+def test_open_set_report_counts_named_strangers_and_unknown_as_wrong():
+    known = np.array([[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.3, 0.7]])
+    report = open_set_report(known, [0, 1, 0, 0], np.array([[0.95, 0.05], [0.5, 0.5], [0.45, 0.55], [0.3, 0.7]]),
+                             threshold=0.6, n_boot=200)
+    assert report["known_accuracy"] == 0.5  # face 3 unknown, face 4 named wrong
+    assert report["known_named"] == 0.75 and report["unknown_named"] == 0.5
+    assert report["unknown_named_low"] <= 0.5 <= report["unknown_named_high"]
+    assert (report["known_faces"], report["unknown_faces"]) == (4, 4)
+
+
+def test_scores_and_nearest_neighbour_baseline():
+    scores = np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+    result = classification_scores([2, 0, 2], scores, k=2)
+    assert result["top1"] == pytest.approx(2 / 3) and result["top2"] == 1.0
+    assert result["macro_f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    nearest = nearest_neighbour_scores(train, [0, 1, 2], np.array([[2.0, 0.1], [0.6, 0.65]]), 4)
+    assert list(nearest.argmax(axis=1)) == [0, 2] and np.isneginf(nearest[:, 3]).all()
+
+
+def test_step_02_trains_on_a_split_file_and_reports_held_out_characters(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "set20"
+    faces = make_faces(root, per_character=12)
+    files = sorted(f"faces/{p.parent.name}/{p.name}" for p in faces.glob("*/*.png"))
+    split = ["test" if group[-2:] in ("00", "03") else "train" for group in illustration_groups(files)]
+    pd.DataFrame({"file": files, "split": split}).to_csv(root / "split.csv", index=False)
+    red_test = sum(part == "test" and "/red/" in file for file, part in zip(files, split))
+    monkeypatch.setattr(sys, "argv", ["02_train_characters.py", "--faces-dir", str(faces), "--split",
+                                      str(root / "split.csv"), "--backbones", "efficientnet_lite0",
+                                      "--baseline-backbones", "efficientnet_lite0", "--head-epochs", "1",
+                                      "--held-out", "red"])
+    runpy.run_path(str(SCRIPTS / "02_train_characters.py"), run_name="__main__")
+
+    out = tmp_path / "data" / "set20_held_out"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["model"]) == ["majority class", "nearest neighbour (efficientnet_lite0 frozen)",
+                                      "efficientnet_lite0"]
+    assert (metrics["top1_low"] <= metrics["top1"]).all() and (metrics["top1"] <= metrics["top1_high"]).all()
+    assert (metrics["top5"] == 1.0).all()  # three known characters
+    openset = pd.read_csv(out / "openset_efficientnet_lite0.csv").iloc[0]
+    assert openset["unknown_faces"] == red_test == 4 and 0 <= openset["unknown_named"] <= 1
+    confusion = pd.read_csv(out / "confusion_efficientnet_lite0.csv")
+    assert list(confusion.columns) == ["true", "aqua", "blue", "green"]
+    assert confusion.iloc[:, 1:].to_numpy().sum() == split.count("test") - red_test == metrics["test_faces"][0]
+    model = tmp_path / "data" / "models" / "set20_held_out_efficientnet_lite0.h5"
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    assert sidecar["labels"] == ["aqua", "blue", "green"] and sidecar["image_size"] == 32
+    assert sidecar["held_out"] == ["red"] and 0 <= sidecar["unknown_threshold"] <= 1
+
+    # The saved model (backbone up to block5c, the rest in the head) names crops from outside.
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for path in sorted(faces.glob("*/*-1.png"))[:5]:
+        (crops / f"{path.parent.name}_{path.name}").write_bytes(path.read_bytes())
+    (crops / "broken.png").write_bytes(b"not an image")
+    monkeypatch.setattr(sys, "argv", ["identify_characters.py", "--images", str(crops), "--out",
+                                      str(tmp_path / "named.csv"), "--model", str(model), "--crops"])
+    runpy.run_path(str(SCRIPTS / "identify_characters.py"), run_name="__main__")
+    named = pd.read_csv(tmp_path / "named.csv")
+    assert len(named) == 6 and list(named["status"]).count("ok") == 5
+    ok = named[named["status"] == "ok"]
+    assert set(ok["best_character"]) | set(ok["runner_up"]) <= {"aqua", "blue", "green"}
+    assert (ok["best_character"] != ok["runner_up"]).all() and (ok["confidence"] >= ok["runner_up_confidence"]).all()
+    assert "5 done, 1 skipped" in capsys.readouterr().out
+
+
+def test_held_out_name_must_be_a_character(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    faces = make_faces(tmp_path)
+    from importlib import util
+
+    spec = util.spec_from_file_location("train_characters", SCRIPTS / "02_train_characters.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(PipelineError, match="nobody"):
+        module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones",
+                     "--held-out", "nobody"])
