@@ -125,16 +125,15 @@ def build_classifier(backbone_name, n_outputs, image_size, multi_label, pretrain
     return keras.Model(image, head(backbone(image)), name=f"{backbone_name}_classifier")
 
 
-def lower_features(backbone_name, image_size, paths, train_from, flip=False):
-    """Cached activations of `train_from` (the backbone's layers up to it, ImageNet weights) for each image, or for
-    its mirror image with `flip`: (n, h, w, channels) float32."""
+def lower_features(backbone_name, image_size, parts, train_from):
+    """Cached activations of `train_from` (the backbone's layers up to it, ImageNet weights): one array
+    (n, h, w, channels) per `(paths, flip)` of `parts`, of the images or, with `flip`, of their mirror images."""
     backbone = build_backbone(backbone_name, image_size=image_size)
     lower = keras.Model(backbone.input, backbone.get_layer(train_from).output)
-    if flip:
-        image = keras.Input(backbone.input.shape[1:])
-        lower = keras.Model(image, lower(layers.Lambda(lambda x: ops.flip(x, axis=2))(image)))
-    name = f"{backbone_name}-{train_from}" + ("-flipped" if flip else "")
-    return backbone_features(name, image_size, paths, backbone=lower)
+    image = keras.Input(backbone.input.shape[1:])
+    mirrored = keras.Model(image, lower(layers.Lambda(lambda x: ops.flip(x, axis=2))(image)))
+    return [backbone_features(f"{backbone_name}-{train_from}" + ("-flipped" if flip else ""), image_size, paths,
+                              backbone=mirrored if flip else lower) for paths, flip in parts]
 
 
 class HeadCosineSchedule(keras.callbacks.Callback):
@@ -178,10 +177,10 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
     head_data, callbacks = None, ()
     if train_from:
         (train_paths, y_train), (val_paths, y_val) = train, val
-        x_train = np.concatenate([lower_features(backbone_name, image_size, train_paths, train_from, flip=flip)
-                                  for flip in (False, True)])
-        head_data = ((x_train, np.concatenate([y_train, y_train])),
-                     (lower_features(backbone_name, image_size, val_paths, train_from), y_val))
+        x_train, x_flipped, x_val = lower_features(backbone_name, image_size,
+                                                   [(train_paths, False), (train_paths, True), (val_paths, False)],
+                                                   train_from)
+        head_data = ((np.concatenate([x_train, x_flipped]), np.concatenate([y_train, y_train])), (x_val, y_val))
         callbacks = (HeadCosineSchedule(learning_rate, epochs),)
     elif not from_scratch:
         head_data = tuple((backbone_features(backbone_name, image_size, paths), targets) for paths, targets in (train, val))
