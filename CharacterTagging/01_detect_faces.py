@@ -28,7 +28,8 @@ def main(argv=None):
     import pandas as pd
     from tqdm import tqdm
 
-    from animeml.core.faces import BOX_COLUMNS, crop_faces, draw_boxes, list_images, load_rgb, make_detector, save_png
+    from animeml.core.faces import (BOX_COLUMNS, crop_faces, detector_settings, draw_boxes, list_images, load_rgb,
+                                    make_detector, save_png)
     from animeml.core.io import write_csv
     from animeml.core.runs import RunRecord, fingerprint_files
 
@@ -36,7 +37,7 @@ def main(argv=None):
     record = RunRecord("characters/01_detect_faces", cli.settings_of(args),
                        inputs={"detector": args.detector_weights or args.cascade or DEFAULT_CASCADE})
     record.add_input("images", fingerprint_files(image_paths))
-    detect = make_detector(args)
+    detect = make_detector(**detector_settings(args))
     rows, found = [], 0
     for path in tqdm(image_paths, desc="detecting faces"):
         image = load_rgb(path)

@@ -68,7 +68,7 @@ def main(argv=None):
     from animeml.characters.classifier import (character_hit_rates, load_model, name_faces, predict_images,
                                                read_image_labels)
     from animeml.core import batch
-    from animeml.core.faces import draw_boxes, list_images, make_detector, save_png
+    from animeml.core.faces import detector_settings, draw_boxes, list_images, make_detector, save_png
     from animeml.core.imagefile import read_rgb
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.paths import models_dir
@@ -81,7 +81,7 @@ def main(argv=None):
         labels = read_image_labels(args.labels) if args.labels else None
     except (OSError, ValueError) as err:  # pandas' errors for an empty, binary or malformed CSV are ValueErrors
         raise PipelineError(f"cannot read --labels {args.labels}: {str(err).splitlines()[0]}") from None
-    detect = make_detector(args)
+    detect = make_detector(**detector_settings(args))
     paths = list_images(args.images)
     if not paths:
         raise PipelineError(f"no image files in {args.images}")

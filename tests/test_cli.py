@@ -64,3 +64,9 @@ def test_run_turns_errors_and_interrupts_into_exit_codes(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.run(interrupted, [])
     assert stop.value.code == 130
+
+
+def test_a_flag_that_starts_like_config_is_not_taken_for_it():
+    parser = make_parser()
+    parser.add_argument("--conf", type=float, default=0.25)
+    assert cli.parse(parser, ["--conf", "0.05"]).conf == 0.05

@@ -62,7 +62,7 @@ def parse(parser, argv=None):
     """Parse `argv`; values of `--config FILE` become defaults, so flags on the command line still win. An unknown
     key in the file is an error naming it. Silences TensorFlow's start-up lines unless `--verbose`."""
     # Only --config is read first: a full first pass would run every flag's action twice (deprecation warnings).
-    config_only = argparse.ArgumentParser(add_help=False)
+    config_only = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--conf` is not `--config`
     config_only.add_argument("--config", type=Path)
     first, _ = config_only.parse_known_args(argv)
     if first.config:

@@ -125,6 +125,9 @@ def save_png(image, path):
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+DETECTOR_OPTIONS = ("detector_weights", "conf", "cascade", "min_size", "scale_factor", "min_neighbors", "upscale")
+
+
 def add_detector_arguments(parser, scale_factor=SCALE_FACTOR, min_neighbors=MIN_NEIGHBORS, min_size=24, upscale=1.0):
     """The face-detector options shared by every script that finds faces; the keywords are the cascade's defaults."""
     parser.add_argument("--detector-weights", help="Ultralytics YOLO face model (.pt/.onnx/.tflite) instead of "
@@ -137,11 +140,17 @@ def add_detector_arguments(parser, scale_factor=SCALE_FACTOR, min_neighbors=MIN_
     parser.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")
 
 
-def make_detector(args):
-    """A function RGB image -> (n, 5) boxes, from the options of `add_detector_arguments`."""
-    if args.detector_weights:
-        model = load_yolo(args.detector_weights)
-        return lambda image: detect_faces_yolo(image, model, conf=args.conf)
-    cascade = load_cascade(args.cascade)
-    return lambda image: detect_faces(image, cascade, min_size=args.min_size, scale_factor=args.scale_factor,
-                                      min_neighbors=args.min_neighbors, upscale=args.upscale)
+def make_detector(detector_weights=None, conf=0.25, cascade=None, min_size=24, scale_factor=SCALE_FACTOR,
+                  min_neighbors=MIN_NEIGHBORS, upscale=1.0):
+    """A function RGB image -> (n, 5) boxes: YOLO when `detector_weights` is given, else the LBP cascade."""
+    if detector_weights:
+        model = load_yolo(detector_weights)
+        return lambda image: detect_faces_yolo(image, model, conf=conf)
+    loaded = load_cascade(cascade)
+    return lambda image: detect_faces(image, loaded, min_size=min_size, scale_factor=scale_factor,
+                                      min_neighbors=min_neighbors, upscale=upscale)
+
+
+def detector_settings(args):
+    """The keyword arguments of `make_detector` from the options of `add_detector_arguments`."""
+    return {name: getattr(args, name) for name in DETECTOR_OPTIONS}
