@@ -71,7 +71,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
                         help="images per batch and device")
     parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
-                        help="early stopping on validation loss")
+                        help="epochs without a better validation accuracy before a phase stops")
     parser.add_argument("--val-share", type=cli.probability, default=SETTINGS["val_share"],
                         help="share of the training faces carved out for validation (whole illustrations)")
     parser.add_argument("--test-share", type=cli.probability, default=SETTINGS["test_share"],

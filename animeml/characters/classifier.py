@@ -170,7 +170,8 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
     `finetune_layers` backbone layers with augmentation. With `train_from` (see build_classifier) the head, the
     backbone's layers above that layer included, learns on cached activations of the training images and their
     mirrors, its learning rate falling along a cosine over `epochs`. From scratch: `epochs + finetune_epochs` end
-    to end. `class_weight`: {class id: weight} for the loss of single-label training.
+    to end. `class_weight`: {class id: weight} for the loss of single-label training. Single-label training keeps
+    the epoch with the best validation accuracy, multi-label the one with the lowest validation loss.
     """
     from_scratch = backbone_name in SCRATCH_BACKBONES
     train_from = None if from_scratch else train_from
@@ -192,7 +193,10 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
         loss=loss_of(multi_label), strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
         finetune_layers=finetune_layers, learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
         batch_size=batch_size, patience=patience, from_scratch=from_scratch, head_data=head_data,
-        class_weight=class_weight, backup_dir=backup_dir, resume=resume, callbacks=callbacks)
+        class_weight=class_weight, backup_dir=backup_dir, resume=resume, callbacks=callbacks,
+        # One class per image: keep the epoch that names most validation images right. Its validation loss
+        # rises sooner (confident mistakes): on characters20 it was lowest at epoch 3 of 8.
+        **({} if multi_label else dict(metrics=["accuracy"], monitor="val_accuracy", mode="max")))
 
 
 def predict_images(model, images, image_size, batch_size=64, flip=False):
