@@ -174,3 +174,20 @@ def test_held_out_name_must_be_a_character(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match="nobody"):
         module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones",
                      "--held-out", "nobody"])
+
+
+def test_head_learning_rate_warms_up_then_falls_along_a_cosine():
+    import keras
+
+    from animeml.characters.classifier import HeadCosineSchedule
+
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: rates.append(float(model.optimizer.learning_rate.numpy())))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="head")
+    model.compile(optimizer=keras.optimizers.Adam(1.0), loss="mse")
+    model.fit(np.zeros((40, 2)), np.zeros(40), batch_size=2, epochs=2, verbose=0,
+              callbacks=[HeadCosineSchedule(0.1, epochs=2, warmup=0.1), record])
+    assert len(rates) == 40 and rates[0] < 0.01  # warming up, not the Adam rate of compile
+    assert max(rates) == pytest.approx(0.1, rel=0.05) and np.argmax(rates) == 4  # full rate after 10% of the steps
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:])) and rates[-1] < 0.001
