@@ -1,6 +1,13 @@
 """Shared fixtures: a local HTTP server on 127.0.0.1 whose routes tests define, and the ../shared data folder."""
 import io
+import sys
 import threading
+
+# The suite loads PyTorch (sentence model, BLIP, YOLO) and TensorFlow in one process. torch loaded after TensorFlow
+# can crash, and so does triton's C extension once TensorFlow is loaded; triton only serves CUDA kernels. So torch
+# comes first and triton is hidden, as animeml.core.embeddings and animeml.characters.captions do for the steps.
+sys.modules.setdefault("triton", None)
+import torch  # noqa: E402,F401
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 

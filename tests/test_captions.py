@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-import torch  # noqa: F401  (before TensorFlow: torch loaded after it can crash)
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from animeml.characters import captions
 from animeml.characters.caption_metrics import tokenize
