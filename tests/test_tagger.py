@@ -134,7 +134,7 @@ def test_sources_are_numbered_in_order_and_each_danbooru_file_has_its_image_fold
 def test_more_sources_add_training_images_and_keep_the_first_sources_test_split(tmp_path, monkeypatch):
     first = tagged_csv(tmp_path / "tags", ["red_hair", "blue_hair"])
     extra = tagged_csv(tmp_path / "tags_extra", ["red_hair", "blue_hair", "green_hair"], offset=100)
-    flags = ["--backbone", "small_cnn", "--image-size", 16, "--head-epochs", 1]
+    flags = ["--backbone", "small_cnn", "--image-size", 16, "--head-epochs", 1, "--finetune-epochs", 0]
     results = {}
     for sources in (["--tags-csv", first], ["--tags-csv", first, "--tags-csv", extra]):
         data = tmp_path / f"data{len(sources)}"
