@@ -41,10 +41,10 @@ def main(argv=None):
     from animeml.core.io import PipelineError
 
     if args.model in KINDS and not Path(args.model).exists():
-        deprecated(f"--model {args.model}", f"--kind {args.model} (--model is a file)")
+        cli.warn_deprecated(f"--model {args.model}", f"--kind {args.model} (--model is a file)")
         args.kind, args.model = args.model, None
     if args.model_path:
-        deprecated("--model-path", "--model")
+        cli.warn_deprecated("--model-path", "--model")
         args.model = args.model_path
     if args.csv.is_dir():
         raise PipelineError(f"{args.csv} is a folder; --csv takes a CSV file")
@@ -101,12 +101,6 @@ def main(argv=None):
     out.insert(1, "name", table["name"])
     print(f"{sum(o.ok for o in outcomes)} of {len(table)} rows scored with {model_file.name} ({args.kind} model)")
     batch.finish(out, outcomes, args.out, "rows")
-
-
-def deprecated(old, new):
-    import sys
-
-    print(f"warning: {old} is deprecated and will be removed in the next minor version; use {new}", file=sys.stderr)
 
 
 def poster_paths(csv, table, images):

@@ -9,7 +9,6 @@ parse the CSV again) and franchises.csv (the franchise key derived from each tit
 Anime without a synopsis stay out of the index and get metadata-only recommendations. The metadata features are
 cheap and are rebuilt from the catalogue when the recommender loads.
 """
-import sys
 from pathlib import Path
 
 from animeml.core import cli, paths
@@ -25,12 +24,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
                         help="synopses per embedding batch")
     parser.add_argument("--out-dir", type=Path, help="folder to write (default: data/recommendation)")
-    parser.add_argument("--out", type=Path, help="deprecated spelling of --out-dir")
+    parser.add_argument("--out", dest="out_dir", type=Path, action=cli.deprecated("--out", "--out-dir"),
+                        help="deprecated spelling of --out-dir")
     args = cli.parse(parser, argv)
-    if args.out is not None:
-        print("warning: --out is deprecated and will be removed in the next minor version; use --out-dir",
-              file=sys.stderr)
-        args.out_dir = args.out
 
     import pandas as pd
 

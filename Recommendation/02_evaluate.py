@@ -10,7 +10,6 @@ so it cannot use the franchise) and k random anime; each leaves out only the que
 between the query and its top k. Writes data/recommendation/evaluation.csv (one row per query and method) and
 evaluation_summary.csv (hit rate with a 95% normal-approximation interval, per subset of queries) to --out-dir.
 """
-import sys
 from pathlib import Path
 
 from animeml.core import cli, paths
@@ -47,12 +46,9 @@ def main(argv=None):
                                                  "saved with the index by 01_build_index.py)")
     parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
     parser.add_argument("--out-dir", type=Path, help="folder for the two CSVs (default: data/recommendation)")
-    parser.add_argument("--out", type=Path, help="deprecated spelling of --out-dir")
+    parser.add_argument("--out", dest="out_dir", type=Path, action=cli.deprecated("--out", "--out-dir"),
+                        help="deprecated spelling of --out-dir")
     args = cli.parse(parser, argv)
-    if args.out is not None:
-        print("warning: --out is deprecated and will be removed in the next minor version; use --out-dir",
-              file=sys.stderr)
-        args.out_dir = args.out
 
     import numpy as np
 

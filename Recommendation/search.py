@@ -7,7 +7,6 @@
 --name is a case-insensitive substring of Name, English name or Other name; every --genre must be present.
 --show prints every known field, the derived franchise key and the other entries of that franchise.
 """
-import sys
 from pathlib import Path
 
 from animeml.core import cli, paths
@@ -22,14 +21,12 @@ def main(argv=None):
                         help="a genre the anime must have (repeatable)")
     parser.add_argument("--show", type=cli.non_empty, metavar="TITLE", help="show the details of one anime")
     parser.add_argument("-k", type=cli.positive_int, default=SETTINGS["k"], help="how many results to show")
-    parser.add_argument("-n", type=cli.positive_int, help="deprecated spelling of -k")
+    parser.add_argument("-n", dest="k", type=cli.positive_int, action=cli.deprecated("-n", "-k"),
+                        help="deprecated spelling of -k")
     parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
                                                  "saved with the index by 01_build_index.py)")
     parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
     args = cli.parse(parser, argv)
-    if args.n is not None:
-        print("warning: -n is deprecated and will be removed in the next minor version; use -k", file=sys.stderr)
-        args.k = args.n
     if not (args.name or args.genre or args.show):
         parser.error("give --name, --genre or --show")
 

@@ -89,12 +89,19 @@ def settings_of(args):
     return {key: plain(value) for key, value in sorted(vars(args).items()) if key not in ("config", "verbose")}
 
 
+def warn_deprecated(old, new):
+    print(f"warning: {old} is deprecated and will be removed in the next minor version; use {new}", file=sys.stderr)
+
+
 def deprecated(old, new):
-    """An argparse action for an old flag spelling: warns once on stderr, then stores into `new`'s destination."""
+    """An argparse action for an old flag spelling (give it `dest=` of the new one): warns once on stderr, then
+    stores into that destination. It has no default of its own, so the new flag's default stands."""
     class Deprecated(argparse.Action):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "default": argparse.SUPPRESS})
+
         def __call__(self, parser, namespace, values, option_string=None):
-            print(f"warning: {old} is deprecated and will be removed in the next minor version; use {new}",
-                  file=sys.stderr)
+            warn_deprecated(old, new)
             setattr(namespace, self.dest, values)
     return Deprecated
 
