@@ -2,13 +2,10 @@
 must not be overwritten, clashing output names, corrupt model stores, odd CSVs and flags. Every case ends with a
 row per input and a reason, or exit status 2 and one `error:` line; never a traceback."""
 import hashlib
-import io
 import json
-import runpy
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from animeml.core import cli
 from animeml.core.batch import OK, SKIPPED, Outcome, output_paths, run_batch, write_output
 from animeml.core.imagefile import ImageUnreadable, check_image, read_rgb
 from animeml.core.io import PipelineError
 from animeml.core.paths import ROOT, SHARED
+
+from script_runs import assert_one_error_line, run_script
 
 TAGS, GENRES, CHARACTERS = ["red hair", "blue eyes", "smile"], ["Action", "Drama"], ["aoba", "umiko"]
 GOOD = ["a.jpg", "a.png", "good.jpg"]
@@ -85,26 +83,6 @@ def stores(tmp_path_factory):
 def images(tmp_path):
     return make_broken_folder(tmp_path / "images")
 
-
-def run_script(script, *args):
-    """(exit status, stdout, stderr) of `python script args`, run in this process through cli.run."""
-    main = runpy.run_path(str(ROOT / script))["main"]
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            cli.run(main, [str(a) for a in args])
-            status = 0
-        except SystemExit as stop:
-            status = stop.code
-    return status, out.getvalue(), err.getvalue()
-
-
-def assert_one_error_line(status, err, *fragments):
-    assert status == 2 and "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def assert_rows_per_input(table, key="file"):

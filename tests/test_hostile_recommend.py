@@ -2,24 +2,22 @@
 truncated FAISS index, ids that do not match it, a corrupt catalogue. Each ends with exit status 2 and one
 `error:` line naming the file and the step that rebuilds it, never a traceback, and the broken file is unchanged."""
 import hashlib
-import io
 import resource
-import runpy
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from animeml.core import cli
 from animeml.core.paths import ROOT
 from animeml.core.table import read_anime_table
 from animeml.recommendation import save_index
+
+from script_runs import assert_one_error_line, run_script
 
 ROWS = [  # anime_id, Name, Genres, Episodes, Score, Type, Synopsis
     (1, "Star Hunters", "Action, Sci-Fi", 26, 8.7, "TV", "Bounty hunters chase criminals across space."),
@@ -49,26 +47,6 @@ def data(tmp_path, monkeypatch):
     save_index(tmp_path / "recommendation", with_synopsis["anime_id"].to_numpy(), vectors, table)
     return tmp_path
 
-
-def run_script(script, *args):
-    """(exit status, stdout, stderr) of `python script args`, run in this process through cli.run."""
-    main = runpy.run_path(str(ROOT / script))["main"]
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            cli.run(main, [str(a) for a in args])
-            status = 0
-        except SystemExit as stop:
-            status = stop.code
-    return status, out.getvalue(), err.getvalue()
-
-
-def assert_one_error_line(status, err, *fragments):
-    assert status == 2 and "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def digest(path):
