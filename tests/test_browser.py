@@ -15,6 +15,17 @@ def images_loaded(driver):
     return driver.execute_script(ALL_IMAGES_LOADED)
 
 
+def click_to_new_page(driver, wait, element_id):
+    """Click what loads a new page and wait until the old one is gone: a lookup right after the click may otherwise
+    find an element of the page being replaced (/anime lists Cowboy Bebop before the search too)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    wait.until(seen.staleness_of(old_page))
+
+
 def console_errors(driver):
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -64,29 +75,29 @@ def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
     with serve(create_app()) as url:
         driver.get(url + "/anime")
         driver.find_element(By.ID, "q").send_keys("bebop")
-        driver.find_element(By.ID, "search").click()
+        click_to_new_page(driver, wait, "search")
         wait.until(seen.presence_of_element_located((By.LINK_TEXT, "Cowboy Bebop"))).click()
         assert wait.until(seen.presence_of_element_located((By.ID, "title"))).text == "Cowboy Bebop"
         wait.until(images_loaded)  # its poster
-        driver.find_element(By.ID, "star").click()
+        click_to_new_page(driver, wait, "star")
         wait.until(seen.text_to_be_present_in_element((By.ID, "star"), "in favourites"))  # the page reloaded
 
-        driver.find_element(By.ID, "tab-favorites").click()
+        click_to_new_page(driver, wait, "tab-favorites")
         assert "Cowboy Bebop" in wait.until(seen.presence_of_element_located((By.ID, "favourites"))).text
-        driver.find_element(By.ID, "recommend").click()
+        click_to_new_page(driver, wait, "recommend")
         table = wait.until(seen.presence_of_element_located((By.ID, "recommendations")))
         assert "Cowboy Bebop: Tengoku no Tobira" in table.text
 
-        driver.find_element(By.ID, "tab-characters").click()
+        click_to_new_page(driver, wait, "tab-characters")
         if FACE_IMAGE.is_file():
             wait.until(seen.presence_of_element_located((By.ID, "image"))).send_keys(str(FACE_IMAGE))
-            driver.find_element(By.ID, "upload").click()
+            click_to_new_page(driver, wait, "upload")
             names = [cell.text for cell in wait.until(
                 seen.presence_of_all_elements_located((By.CSS_SELECTOR, "#faces td.name")))]
             assert names and set(names) <= set(CHARACTERS)
             wait.until(images_loaded)  # the image with its boxes drawn
 
-        driver.find_element(By.ID, "tab-reports").click()
+        click_to_new_page(driver, wait, "tab-reports")
         wait.until(seen.title_contains("Results"))
         wait.until(images_loaded)
     assert console_errors(driver) == []
