@@ -103,3 +103,12 @@ def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
     assert console_errors(driver) == []
     if not FACE_IMAGE.is_file():
         pytest.skip(f"{FACE_IMAGE} (../shared) is absent: the rest passed, the face upload was not tried")
+
+
+def test_screenshots_of_every_app_tab_and_the_report(data, monkeypatch, tmp_path):
+    from animeml.report.screenshots import TABS, take_screenshots
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
+    shots = take_screenshots(data / "reports" / "index.html", tmp_path)
+    assert sorted(p.name for p in shots) == sorted([f"{name}.png" for name in TABS] + ["report.png"])
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in shots)

@@ -15,6 +15,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 START_TIMEOUT = 60  # seconds for the app to load its models and listen
+PAGE_TIMEOUT_S = 60  # seconds for a page to replace the one whose form was submitted
 SAMPLE_ILLUSTRATION = SHARED / "data" / "characters" / "illustrations" / "ahagon_umiko_0.jpg"  # has a face
 TABS = {"anime": "/anime?q=bebop", "favorites": "/favorites?recommend=true", "characters": "/characters",
         "tags": "/tags", "reports": "/report"}
@@ -86,6 +87,9 @@ def screenshot(driver, path):
 
 def take_screenshots(report_index, out_dir):
     """`<tab>.png` for every app tab (the app on a free local port) and `report.png` of the report's front page."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
     from animeml.app.main import create_app
 
     shots = []
@@ -98,6 +102,8 @@ def take_screenshots(report_index, out_dir):
                 upload = driver.find_elements("id", "image")
                 if upload and SAMPLE_ILLUSTRATION.is_file():  # the upload tabs with a result on the page
                     upload[0].send_keys(str(SAMPLE_ILLUSTRATION))
+                    old_page = driver.find_element("tag name", "html")
                     driver.find_element("id", "upload").click()
+                    WebDriverWait(driver, PAGE_TIMEOUT_S).until(staleness_of(old_page))  # the result page, not the form
                 shots.append(screenshot(driver, Path(out_dir) / f"{name}.png"))
     return shots
