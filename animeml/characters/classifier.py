@@ -208,13 +208,14 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
 
 def predict_images(model, images, image_size, batch_size=64, flip=False):
     """Class or tag probabilities (n, n_outputs) of paths or RGB arrays, each prepared as in training
-    (animeml.core.images); `flip` averages them with those of the mirrored images (test-time augmentation)."""
+    (animeml.core.images); `flip` averages them with those of the mirrored images (test-time augmentation).
+    `predict_on_batch`, not `model.predict`, which sets up a new prediction loop on every call of a chunked loop."""
     outputs = []
     for i in range(0, len(images), batch_size):
         batch = image_batch(images[i:i + batch_size], image_size)
-        probabilities = model.predict(batch, verbose=0)
+        probabilities = np.asarray(model.predict_on_batch(batch))
         if flip:
-            probabilities = (probabilities + model.predict(batch[:, :, ::-1], verbose=0)) / 2
+            probabilities = (probabilities + np.asarray(model.predict_on_batch(batch[:, :, ::-1]))) / 2
         outputs.append(probabilities)
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
