@@ -70,3 +70,18 @@ def test_a_flag_that_starts_like_config_is_not_taken_for_it():
     parser = make_parser()
     parser.add_argument("--conf", type=float, default=0.25)
     assert cli.parse(parser, ["--conf", "0.05"]).conf == 0.05
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_start_up_lines_only_with_verbose(verbose):
+    """TensorFlow writes its oneDNN / CPU-feature lines from C++ at import, past TF_CPP_MIN_LOG_LEVEL."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from animeml.core import cli; cli.parse(cli.parser('x'), sys.argv[1:]); "
+            "import tensorflow as tf; print(tf.constant(2).numpy() * 2); print('python stderr', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code] + (["--verbose"] if verbose else []),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4"
+    assert ("oneDNN" in done.stderr) == verbose, done.stderr
+    assert "python stderr" in done.stderr  # stderr is back after the import

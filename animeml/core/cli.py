@@ -15,9 +15,12 @@ parses before it imports anything heavy, so `--help` answers at once:
         cli.run(main)
 """
 import argparse
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from animeml.core.io import PipelineError
@@ -75,7 +78,48 @@ def parse(parser, argv=None):
     args = parser.parse_args(argv)
     if not getattr(args, "verbose", False):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_tensorflow_import()
     return args
+
+
+@contextmanager
+def stderr_silenced():
+    """File descriptor 2 points to /dev/null inside, so C++ libraries' writes vanish too (sys.stderr alone would not)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first `import tensorflow` with stderr silenced. TensorFlow 2.21 writes its start-up lines (oneDNN,
+    CPU features, absl's "before InitializeLog") from C++ before it reads TF_CPP_MIN_LOG_LEVEL, so that variable
+    does not stop them. A finder rather than an import here: scripts that never need TensorFlow do not pay for it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec_module(module):
+            with stderr_silenced():
+                exec_module(module)
+        spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_tensorflow_import():
+    if "tensorflow" not in sys.modules and not any(isinstance(f, QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, QuietTensorFlowImport())
 
 
 def settings_of(args):
