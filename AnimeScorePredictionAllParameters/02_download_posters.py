@@ -7,7 +7,6 @@ posters.csv in --out-dir lists what is on disk, also after Ctrl-C; failures.csv 
 could not be had (bad URL, http error, redirect loop, not an image, too large, too many pixels, a file name that
 leads outside --out-dir). A rerun fetches only what is missing.
 """
-import argparse
 from pathlib import Path
 
 from animeml.core import cli, paths
@@ -20,10 +19,8 @@ def main(argv=None):
     parser = cli.parser(__doc__)
     parser.add_argument("--csv", type=Path, help="anime table with an 'Image URL' column (download mode)")
     parser.add_argument("--from-dir", type=Path, help="a local posters folder with its posters.csv (offline)")
-    parser.add_argument("--out-dir", type=Path, default=paths.posters_dir(),
-                        help="folder for the posters, posters.csv and failures.csv (default: %(default)s)")
-    parser.add_argument("--out", dest="out_dir", type=Path, default=argparse.SUPPRESS,
-                        action=cli.deprecated("--out", "--out-dir"), help="old spelling of --out-dir")
+    cli.add_out_dir(parser, "folder for the posters, posters.csv and failures.csv (default: %(default)s)",
+                    default=paths.posters_dir())
     parser.add_argument("--workers", type=cli.positive_int, default=SETTINGS["workers"],
                         help="downloads at a time")
     parser.add_argument("--timeout", type=cli.positive_float, default=SETTINGS["timeout"],
@@ -39,8 +36,7 @@ def main(argv=None):
     args = cli.parse(parser, argv)
     if bool(args.csv) == bool(args.from_dir):
         raise PipelineError("give exactly one of --csv CSV or --from-dir DIR")
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise PipelineError(f"--out-dir {args.out_dir} is a file, not a folder")
+    args.out_dir = cli.out_dir(args)
     failures = args.failures or args.out_dir / "failures.csv"
     if failures.is_dir():
         raise PipelineError(f"--failures {failures} is a folder; give the CSV file to write")

@@ -23,9 +23,7 @@ def main(argv=None):
     parser.add_argument("--model", choices=MODELS, default=SETTINGS["model"], help="sentence embedding model")
     parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
                         help="synopses per embedding batch")
-    parser.add_argument("--out-dir", type=Path, help="folder to write (default: data/recommendation)")
-    parser.add_argument("--out", dest="out_dir", type=Path, action=cli.deprecated("--out", "--out-dir"),
-                        help="deprecated spelling of --out-dir")
+    cli.add_out_dir(parser, "folder to write (default: data/recommendation)")
     args = cli.parse(parser, argv)
 
     import pandas as pd
@@ -35,9 +33,7 @@ def main(argv=None):
     from animeml.core.table import franchise_key, read_anime_table
     from animeml.recommendation import save_index
 
-    out_dir = args.out_dir or paths.recommendation_dir()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PipelineError(f"--out-dir {out_dir} is a file; give a folder")
+    out_dir = cli.out_dir(args, paths.recommendation_dir())
     table = read_anime_table(args.csv or paths.raw_csv())
     if table.empty:
         raise PipelineError(f"{args.csv or paths.raw_csv()} has no anime rows")

@@ -45,9 +45,7 @@ def main(argv=None):
     parser.add_argument("--csv", type=Path, help="anime table in the Kaggle 2023 layout (default: the catalogue "
                                                  "saved with the index by 01_build_index.py)")
     parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
-    parser.add_argument("--out-dir", type=Path, help="folder for the two CSVs (default: data/recommendation)")
-    parser.add_argument("--out", dest="out_dir", type=Path, action=cli.deprecated("--out", "--out-dir"),
-                        help="deprecated spelling of --out-dir")
+    cli.add_out_dir(parser, "folder for the two CSVs (default: data/recommendation)")
     args = cli.parse(parser, argv)
 
     import numpy as np
@@ -55,9 +53,7 @@ def main(argv=None):
     from animeml.core.io import PipelineError, write_csv
     from animeml.recommendation import evaluate, franchise_queries, load_recommender
 
-    out_dir = args.out_dir or paths.recommendation_dir()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PipelineError(f"--out-dir {out_dir} is a file; give a folder")
+    out_dir = cli.out_dir(args, paths.recommendation_dir())
     rec = load_recommender(args.csv, args.index_dir or paths.recommendation_dir())
     queries = franchise_queries(rec)
     if not len(queries):

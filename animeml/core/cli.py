@@ -122,6 +122,21 @@ def quiet_tensorflow_import():
         sys.meta_path.insert(0, QuietTensorFlowImport())
 
 
+def add_out_dir(parser, help, default=None):
+    """`--out-dir DIR` with its old spelling `--out` (which warns)."""
+    parser.add_argument("--out-dir", type=Path, default=default, help=help)
+    parser.add_argument("--out", dest="out_dir", type=Path, action=deprecated("--out", "--out-dir"),
+                        help="deprecated spelling of --out-dir")
+
+
+def out_dir(args, default=None):
+    """The folder of `--out-dir` (or `default`); a file there is a one-line error."""
+    folder = Path(args.out_dir or default)
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"--out-dir {folder} is a file; give a folder")
+    return folder
+
+
 def settings_of(args):
     """The resolved settings of a run, JSON-ready (paths as strings), for its run record."""
     def plain(value):
