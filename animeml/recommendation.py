@@ -13,9 +13,10 @@ nothing else known) from looking perfect. Only ~9k of 24k anime have a synopsis:
 part of the hybrid gets the median of that part (no evidence either way), so an anime without a synopsis is still
 recommended on its metadata; when the query itself has no synopsis, its hybrid is its metadata part alone.
 
-Set fields are multi-hot sparse matrices, so Jaccard for the whole catalogue is one sparse matrix-vector product
-per field; one query is a few such products, one dense product with the synopsis vectors of the FAISS index
-(every cosine is needed for the blend, so an exhaustive product beats a k-nearest search) and array arithmetic.
+Set fields are kept as (anime, item) pairs sorted both ways (ItemSets), so Jaccard for the whole catalogue is a
+count of the anime that have each of the query's items; one query is a few such counts per field, one dense product
+with the synopsis vectors of the FAISS index (every cosine is needed for the blend, so an exhaustive product beats a
+k-nearest search) and array arithmetic.
 
 Franchise: the table has no franchise column, so `franchise_key` derives one from the romaji title: the part
 before the first ":" or " - " (the subtitle), without parentheses, punctuation, numbers, roman numerals and words
@@ -73,10 +74,7 @@ class Recommender:
             self.table[col] = self.table[col].astype("string")  # an all-missing column would be float
         self.n = len(self.table)
         self.row_of = pd.Series(np.arange(self.n), index=self.table["anime_id"])
-        self.sets, self.set_sizes = {}, {}
-        for field in SET_WEIGHTS:
-            self.sets[field] = multi_hot(self.table[field])
-            self.set_sizes[field] = np.asarray(self.sets[field].sum(axis=1)).ravel()
+        self.sets = {field: ItemSets(self.table[field]) for field in SET_WEIGHTS}
         self.numbers, self.spans, self.present = {}, {}, {}
         for field in NUMBER_WEIGHTS:
             values = pd.to_numeric(self.table[field], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -84,7 +82,7 @@ class Recommender:
             finite = self.numbers[field][np.isfinite(self.numbers[field])]
             self.spans[field] = max(float(finite.max() - finite.min()), 1e-9) if len(finite) else 1.0
         for field in SET_WEIGHTS:
-            self.present[field] = (self.set_sizes[field] > 0).astype(np.float64)
+            self.present[field] = (self.sets[field].sizes > 0).astype(np.float64)
         for field in NUMBER_WEIGHTS:
             self.present[field] = np.isfinite(self.numbers[field]).astype(np.float64)
 
@@ -122,12 +120,10 @@ class Recommender:
         """Weighted similarity of every anime to `row` over the fields both have; NaN where they share none."""
         total, weight = np.zeros(self.n), np.zeros(self.n)
         for field, w in SET_WEIGHTS.items():
-            matrix, sizes = self.sets[field], self.set_sizes[field]
+            sizes = self.sets[field].sizes
             if sizes[row] == 0:
                 continue
-            query = np.zeros(matrix.shape[1], dtype=np.float32)
-            query[matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]] = 1.0
-            shared = matrix @ query
+            shared = self.sets[field].shared_with(row)
             total += w * shared / (sizes + sizes[row] - shared)  # 0 where the anime has no such set
             weight += w * self.present[field]
         for field, w in NUMBER_WEIGHTS.items():
@@ -237,19 +233,32 @@ class Recommender:
         return fields
 
 
-def multi_hot(column):
-    """A column of comma-separated lists as a sparse 0/1 matrix, one row per entry and one column per distinct
-    item (an item listed twice counts once)."""
-    from scipy import sparse
+class ItemSets:
+    """A column of comma-separated lists (genres, studios, ...) as the pairs (anime row, item), kept twice: by row
+    (the items of one anime) and by item (the anime that have it), so the items every anime shares with one anime
+    are a few slices and a count. An item listed twice counts once. (A scipy.sparse matrix does the same but takes
+    longer to import than a whole query.)"""
 
-    rows, codes, vocabulary = [], [], {}
-    given = column.notna().to_numpy()  # most fields are missing for most anime
-    for row, text in zip(np.flatnonzero(given), column[given].to_numpy(dtype=object)):
-        for item in set(split_list(text)):
-            rows.append(row)
-            codes.append(vocabulary.setdefault(item, len(vocabulary)))
-    return sparse.csr_matrix((np.ones(len(codes), np.float32), (rows, codes)),
-                             shape=(len(column), max(len(vocabulary), 1)))
+    def __init__(self, column):
+        rows, codes, vocabulary = [], [], {}
+        given = column.notna().to_numpy()  # most fields are missing for most anime
+        for row, text in zip(np.flatnonzero(given), column[given].to_numpy(dtype=object)):
+            for item in set(split_list(text)):
+                rows.append(row)
+                codes.append(vocabulary.setdefault(item, len(vocabulary)))
+        rows, self.codes = np.asarray(rows, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+        self.n = len(column)
+        per_row = np.bincount(rows, minlength=self.n)
+        self.sizes = per_row.astype(np.float32)
+        self.row_start = np.concatenate([[0], np.cumsum(per_row)])  # the pairs are in row order
+        self.rows_by_item = rows[np.argsort(self.codes, kind="stable")]
+        self.item_start = np.concatenate([[0], np.cumsum(np.bincount(self.codes, minlength=len(vocabulary)))])
+
+    def shared_with(self, row):
+        """How many items each anime has in common with `row` (float32, as its sizes)."""
+        items = self.codes[self.row_start[row]:self.row_start[row + 1]]
+        having = [self.rows_by_item[self.item_start[i]:self.item_start[i + 1]] for i in items]
+        return np.bincount(np.concatenate([np.zeros(0, np.int64), *having]), minlength=self.n).astype(np.float32)
 
 
 def minmax(values, exclude_row):
