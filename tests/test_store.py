@@ -6,6 +6,15 @@ from animeml.core import store
 from animeml.core.runs import RunRecord
 
 
+def test_saving_h5_says_nothing_of_a_legacy_format(tmp_path, caplog):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with caplog.at_level("WARNING"):
+        store.save_model(model, tmp_path / "m.h5")
+        model.save(tmp_path / "direct.h5")  # Keras itself does warn
+    assert [r.getMessage() for r in caplog.records if "HDF5" in r.getMessage()] and len(caplog.records) == 1
+    assert (tmp_path / "m.h5").stat().st_size > 0
+
+
 def test_model_round_trip_with_run_record_and_one_error_for_missing_or_corrupt_files(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     path = store.model_file("genres", "small_cnn_bce")

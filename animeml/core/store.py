@@ -8,6 +8,7 @@ that trained it (animeml.core.runs). Files a model keeps beside it (`<stem>_boos
 step makes it.
 """
 import json
+import logging
 from pathlib import Path
 
 from animeml.core import paths
@@ -37,6 +38,10 @@ def companion(model_path, suffix):
 def save_model(model, path, sidecar=None, run=None):
     """Save a Keras model as `path` (.h5) and `sidecar` (with `run`, a run record, under "run") as the JSON of the
     same name, neither ever half-written."""
+    # .h5 is the format the pipeline's users expect: Keras' "legacy HDF5" warning on each save tells them nothing.
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
     with atomic_path(path) as tmp:
         h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
         try:
@@ -44,6 +49,7 @@ def save_model(model, path, sidecar=None, run=None):
             h5.replace(tmp)
         finally:
             h5.unlink(missing_ok=True)
+            absl_log.setLevel(level)
     if sidecar is not None or run is not None:
         write_sidecar(path, {**(sidecar or {}), **({"run": run} if run is not None else {})})
 
