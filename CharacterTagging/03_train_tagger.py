@@ -1,12 +1,14 @@
 """Train a multi-label illustration tagger on the N most frequent tags of one or more tag sources (CSVs of
 `file,tags`, Danbooru metadata JSON with one post per line), with thresholds tuned on validation (one global, one
-per tag).
+per tag) on probabilities averaged with the mirrored image's. Where every training image has exactly one tag of a
+group sharing a last word (one hair colour, one eye colour), a third decoding names at most the best tag of each
+group; the decoding kept is the one with the best micro-F1 on held-out folds of validation.
 
 Validation and test faces come from the first source only (the first --tags-csv, else the first --danbooru-json),
 so a run with more sources is measured on the same test split as one without them; the other sources only add
 training faces. Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively
 stratified) with bootstrap 95% intervals, next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5
-(+ .json sidecar: tags, thresholds) and, under data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
+(+ .json sidecar: tags, thresholds, decoding, exclusive groups) and, under data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
 """
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def main(argv=None):
     import pandas as pd
 
     from animeml.characters.classifier import TRAIN_FROM, model_path, predict_images, train_classifier
-    from animeml.characters.tags import read_tag_sources
+    from animeml.characters.tags import cross_validated_f1, exclusive_groups, one_per_group, read_tag_sources
     from animeml.core import trainer
     from animeml.core.io import write_csv
     from animeml.core.multilabel import (bootstrap_interval, evaluate, label_prior, most_frequent_labels, multi_hot,
@@ -113,29 +115,39 @@ def main(argv=None):
         batch_size=args.batch_size, patience=args.patience, seed=args.seed, backup_dir=path.with_suffix(".backup"),
         resume=args.resume, train_from=None if train_from == "none" else train_from)
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
+    # Flip-averaged, as tag_images.py predicts with this model, so the thresholds fit what prediction sees.
     prob_val, prob_test = (predict_images(model, list(paths), args.image_size, flip=True)
                            for paths in (val_paths, test_paths))
 
-    # Every threshold is tuned on validation; the test split only measures.
+    # Thresholds and the decoding are chosen on validation; the test split only measures. Each decoding is
+    # (validation scores, test scores, how its thresholds are tuned); "one per group" names at most one tag of each
+    # group of which every training image has exactly one (exclusive_groups: hair and eye colours). The decoding
+    # kept is the best on held-out folds of validation (cross_validated_f1), its thresholds tuned on all of it.
+    groups = exclusive_groups(tags, part["train"][1])
     prior_val, prior_test = (label_prior(part["train"][1], len(rows)) for rows in (y_val, y_test))
-    prior_threshold = tune_global_threshold(y_val, prior_val)
-    global_threshold = tune_global_threshold(y_val, prob_val)
-    per_tag = tune_thresholds(y_val, prob_val)
-    thresholds = {"tag prior (global threshold)": prior_threshold,
-                  f"{args.backbone} (global threshold {global_threshold:.2f})": global_threshold,
-                  f"{args.backbone} (per-tag thresholds)": per_tag}
-    results = {name: evaluate(y_test, prior_test if name.startswith("tag prior") else prob_test, threshold, tags)
-               for name, threshold in thresholds.items()}
+    decodings = {"tag prior (global threshold)": (prior_val, prior_test, tune_global_threshold),
+                 f"{args.backbone} (global threshold)": (prob_val, prob_test, tune_global_threshold),
+                 f"{args.backbone} (per-tag thresholds)": (prob_val, prob_test, tune_thresholds)}
+    grouped = f"{args.backbone} (one per group, per-tag thresholds)"
+    if groups:
+        decodings[grouped] = (one_per_group(prob_val, groups), one_per_group(prob_test, groups), tune_thresholds)
+    thresholds = {name: np.broadcast_to(tune(y_val, val), len(tags)) for name, (val, _, tune) in decodings.items()}
+    val_f1 = {name: cross_validated_f1(y_val, val, tune, seed=args.seed) for name, (val, _, tune) in decodings.items()}
+    chosen = max(list(decodings)[1:], key=val_f1.get)
+    print(f"chosen on validation: {chosen} (cross-validated micro-F1 {val_f1[chosen]:.3f}; exclusive groups: "
+          f"{', '.join(' / '.join(tags[j] for j in group) for group in groups) or 'none'})")
+    results = {name: evaluate(y_test, test, thresholds[name], tags) for name, (_, test, _) in decodings.items()}
     sources = " + ".join(path.parent.name for path in [*tags_csvs, *(args.danbooru_json or [])])
     metrics = pd.DataFrame([{"model": name, "sources": sources, "test_images": len(y_test),
+                             "chosen_on_val": name == chosen, "val_cv_micro_f1": val_f1[name],
                              **{key: result[key] for key in SUMMARY}} for name, result in results.items()])
-    intervals = [bootstrap_interval(y_test, prior_test if name.startswith("tag prior") else prob_test, threshold)
-                 for name, threshold in thresholds.items()]
+    intervals = [bootstrap_interval(y_test, test, thresholds[name]) for name, (_, test, _) in decodings.items()]
     metrics.insert(metrics.columns.get_loc("micro_f1") + 1, "micro_f1_low", [low for low, _ in intervals])
     metrics.insert(metrics.columns.get_loc("micro_f1_low") + 1, "micro_f1_high", [high for _, high in intervals])
-    tag_table = pd.DataFrame({"tag": tags, "test_support": y_test.sum(axis=0).astype(int), "threshold": per_tag,
-                              "f1_global": [results[metrics["model"][1]][f"f1_{tag}"] for tag in tags],
-                              "f1_per_tag": [results[metrics["model"][2]][f"f1_{tag}"] for tag in tags]})
+    tag_table = pd.DataFrame({"tag": tags, "test_support": y_test.sum(axis=0).astype(int),
+                              "threshold": thresholds[chosen],
+                              **{f"f1 {name}": [results[name][f"f1_{tag}"] for tag in tags]
+                                 for name in list(decodings)[1:]}})
     # Runs on other sources (same test split) keep their rows.
     table_of_runs = metrics
     if (tags_dir() / "metrics.csv").exists():
@@ -147,8 +159,10 @@ def main(argv=None):
     plot_pr_curves(y_test, prob_test, tags[:25], tags_dir() / "pr_curves.png", f"{args.backbone} tagger (test)")
     summary = {name: {key: result[key] for key in SUMMARY} for name, result in results.items()}
     save_model(model, path, {"task": "tags", "labels": tags, "backbone": args.backbone, "image_size": args.image_size,
-                             "global_threshold": global_threshold, "thresholds": [float(t) for t in per_tag],
-                             "test_micro_f1": results[metrics["model"][2]]["micro_f1"]},
+                             "flip": True, "decoding": chosen, "thresholds": [float(t) for t in thresholds[chosen]],
+                             "exclusive_groups": [[tags[j] for j in group] for group in groups] if chosen == grouped
+                             else [],
+                             "test_micro_f1": results[chosen]["micro_f1"]},
                run=record.finish(summary))
     print(tag_table.round(3).to_string(index=False, max_rows=40))
     print(table_of_runs.round(3).to_string(index=False))

@@ -1,5 +1,7 @@
 """Tag every image of a folder with a tagger of 03_train_tagger.py: one CSV row per image with its tags and their
-confidences, best first. Tags use the per-tag thresholds tuned on validation, or one --threshold for all.
+confidences, best first. Tags are named as the tagger's thresholds were tuned on validation: on probabilities
+averaged with the mirrored image's, at most one tag of each exclusive group (one hair colour, one eye colour) when
+step 03 chose that decoding, each tag above its own threshold, or above one --threshold for all.
 
     python CharacterTagging/tag_images.py --images DIR --out tags.csv [--threshold T] [--txt [--overwrite|--append]]
 
@@ -38,7 +40,8 @@ def main(argv=None):
     parser.add_argument("--model", type=Path, help=f"tagger .h5 with its .json sidecar (default: "
                                                    f"data/models/{SETTINGS['model']})")
     parser.add_argument("--threshold", type=threshold, default=SETTINGS["threshold"],
-                        help="one threshold for every tag (default: the per-tag thresholds tuned on validation)")
+                        help="one threshold for every tag (default: the per-tag thresholds tuned on validation); "
+                        "the one-per-group decoding stays")
     parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
                         help="images per model call")
     parser.add_argument("--txt", action="store_true", help="also write a caption file beside each image")
@@ -50,9 +53,8 @@ def main(argv=None):
     if (args.overwrite or args.append) and not args.txt:
         parser.error("--overwrite and --append apply to the --txt caption files; add --txt")
 
-    import numpy as np
-
     from animeml.characters.classifier import load_model, predict_images
+    from animeml.characters.tags import chosen_tags
     from animeml.core import batch
     from animeml.core.faces import list_images
     from animeml.core.imagefile import TF_FORMATS, check_image
@@ -62,8 +64,6 @@ def main(argv=None):
     batch.check_out(args.out)
     model_file = args.model or models_dir() / SETTINGS["model"]
     model, sidecar = batch.load_model_for(load_model, model_file, TRAIN_STEP, ["labels", "image_size", "thresholds"])
-    tags = np.asarray(sidecar["labels"])
-    thresholds = np.broadcast_to(sidecar["thresholds"] if args.threshold is None else args.threshold, tags.shape)
     paths = list_images(args.images)
     if not paths:
         raise PipelineError(f"no image files in {args.images}")
@@ -73,12 +73,11 @@ def main(argv=None):
         return str(path)
 
     def predict(chunk):
-        rows = []
-        for probability in predict_images(model, chunk, sidecar["image_size"], args.batch_size):
-            chosen = [j for j in np.argsort(-probability) if probability[j] >= thresholds[j]]
-            rows.append({"tags": ", ".join(tags[chosen]),
-                         "confidences": ", ".join(f"{probability[j]:.3f}" for j in chosen)})
-        return rows
+        probabilities = predict_images(model, chunk, sidecar["image_size"], args.batch_size,
+                                       flip=sidecar.get("flip", False))
+        return [{"tags": ", ".join(tag for tag, _ in chosen),
+                 "confidences": ", ".join(f"{score:.3f}" for _, score in chosen)}
+                for chosen in chosen_tags(probabilities, sidecar, args.threshold)]
 
     outcomes = batch.run_batch(paths, load, predict, args.batch_size, desc="tagging")
     columns = ["tags", "confidences"]

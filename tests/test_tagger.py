@@ -55,6 +55,29 @@ def test_danbooru_json_reads_tag_string_and_tag_lists_and_finds_images_by_id_or_
         read_danbooru_json(metadata, root)
 
 
+def test_exclusive_groups_are_found_in_the_data_and_decoded_one_tag_each():
+    from animeml.characters.tags import chosen_tags, exclusive_groups, one_per_group
+
+    tags = ["red hair", "blue hair", "blue eyes", "green eyes", "smile", "long hair"]
+    y = np.array([[1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 0], [1, 0, 0, 1, 0, 0]])
+    assert exclusive_groups(tags, y) == [[0, 1, 5], [2, 3]]  # "long hair", never set, belongs to the hair group
+    y_two_hair = np.array([[1, 0, 1, 0, 0, 1], [0, 1, 0, 1, 0, 0]])  # a Danbooru-style row: two hair tags
+    assert exclusive_groups(tags, y_two_hair) == [[2, 3]]
+    assert exclusive_groups(tags, np.array([[1, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]])) == [[0, 1, 5]]  # no eyes in row 0
+
+    probabilities = np.array([[0.7, 0.6, 0.2, 0.3, 0.9, 0.1]])
+    scores = one_per_group(probabilities, [[0, 1, 5], [2, 3]])
+    np.testing.assert_allclose(scores, [[0.7, -1, -1, 0.3, 0.9, -1]])
+    sidecar = {"labels": tags, "thresholds": [0.5, 0.5, 0.5, 0.5, 0.5, 0.05],
+               "exclusive_groups": [["red hair", "blue hair", "long hair"], ["blue eyes", "green eyes"]]}
+    assert chosen_tags(probabilities, sidecar) == [[("smile", 0.9), ("red hair", 0.7)]]
+    assert [tag for tag, _ in chosen_tags(probabilities, sidecar, threshold=0.0)[0]] == ["smile", "red hair",
+                                                                                          "green eyes"]
+    independent = {**sidecar, "exclusive_groups": []}  # a tagger whose validation chose independent thresholds
+    assert [tag for tag, _ in chosen_tags(probabilities, independent)[0]] == ["smile", "red hair", "blue hair",
+                                                                              "long hair"]
+
+
 @pytest.fixture
 def danbooru(tmp_path):
     """48 coloured squares whose hair tag is their colour, as Danbooru2018 posts under original/<bucket>/."""
@@ -78,9 +101,15 @@ def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp
     data = tmp_path / "data"
     sidecar = json.loads((data / "models" / "tags_small_cnn.json").read_text())
     assert sorted(sidecar["labels"]) == ["1girl", "blue hair", "green hair", "red hair"]  # solo (10 posts) is 5th
-    assert len(sidecar["thresholds"]) == 4
+    assert len(sidecar["thresholds"]) == 4 and sidecar["flip"]
     metrics = pd.read_csv(data / "tags" / "metrics.csv")
-    assert metrics["model"][0] == "tag prior (global threshold)" and len(metrics) == 3
+    # every post has one hair colour: a "one per group" decoding is tried beside the independent thresholds
+    assert metrics["model"][0] == "tag prior (global threshold)" and len(metrics) == 4
+    assert metrics["model"][3] == "small_cnn (one per group, per-tag thresholds)"
+    chosen = metrics["model"][metrics["chosen_on_val"]]
+    assert len(chosen) == 1 and sidecar["decoding"] == chosen.item() != metrics["model"][0]
+    one_per_group = sidecar["decoding"] == metrics["model"][3]
+    assert sidecar["exclusive_groups"] == ([["blue hair", "green hair", "red hair"]] if one_per_group else [])
     assert metrics[["micro_f1", "macro_f1"]].stack().between(0, 1).all()
     assert set(pd.read_csv(data / "tags" / "per_tag.csv")["tag"]) == set(sidecar["labels"])
 
@@ -94,7 +123,8 @@ def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp
     assert rows["file"].tolist() == ["0.png", "1.png", "2.png"]
     for _, row in rows.iterrows():
         tags = row["tags"].split(", ")
-        assert sorted(tags) == sorted(sidecar["labels"])  # threshold 0: every tag, best first
+        # threshold 0: every tag, best first, but one hair colour only where the decoding is one per group
+        assert "1girl" in tags and len(tags) == (2 if one_per_group else 4)
         confidences = [float(c) for c in row["confidences"].split(", ")]
         assert confidences == sorted(confidences, reverse=True)
         assert (images / row["file"]).with_suffix(".txt").read_text().strip() == row["tags"]
@@ -149,7 +179,7 @@ def test_more_sources_add_training_images_and_keep_the_first_sources_test_split(
     pd.testing.assert_frame_equal(split_alone, split_both)  # the same test faces, all from the first source
     assert sorted(split_both["group"]) == sorted(f"{i}.png" for i in range(24))
     # the second run keeps the first run's rows (other sources, same test split) beside its own
-    assert list(metrics_both["sources"]) == ["tags"] * 3 + ["tags + tags_extra"] * 3
+    assert list(metrics_both["sources"]) == ["tags"] * 4 + ["tags + tags_extra"] * 4
     test_images = int((split_alone["split"] == "test").sum())
     assert set(metrics_alone["test_images"]) == set(metrics_both["test_images"]) == {test_images}
     assert (metrics_both["micro_f1_low"] <= metrics_both["micro_f1"]).all()

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from animeml.core.io import PipelineError
@@ -102,3 +103,56 @@ def _existing(table, source):
     if not exists.any():
         raise PipelineError(f"none of the images listed in {source} exist")
     return table[exists].reset_index(drop=True)
+
+
+def exclusive_groups(tags, y):
+    """Groups of tags that share their last word ("blonde hair", "red hair") and of which every row of `y`
+    (multi-hot, one column per tag) has exactly one: the hair and eye colours of a face set. Danbooru-style
+    sources, where an image may have no hair tag or two, have none. Lists of column indices."""
+    y = np.asarray(y)
+    by_word = {}
+    for column, tag in enumerate(tags):
+        words = tag.split()
+        if len(words) > 1:
+            by_word.setdefault(words[-1], []).append(column)
+    return [group for group in by_word.values()
+            if len(group) > 1 and len(y) and (y[:, group].sum(axis=1) == 1).all()]
+
+
+def one_per_group(probabilities, groups):
+    """Scores where, within each exclusive group, only the most likely tag keeps its probability and the others get
+    -1, below any threshold, so at most one tag of a group is named; tags outside the groups keep theirs."""
+    scores = np.array(probabilities, dtype=float)
+    for group in groups:
+        part = scores[:, group]
+        scores[:, group] = np.where(part == part.max(axis=1, keepdims=True), part, -1.0)
+    return scores
+
+
+def chosen_tags(probabilities, sidecar, threshold=None):
+    """The tags a tagger names for each row of `probabilities` (predicted as its sidecar's "flip" says), decoded as
+    its thresholds were tuned on validation: within each of the sidecar's "exclusive_groups" only the best tag
+    may pass, then each score is held against its tag's threshold (or one `threshold` for all).
+    A list per row of (tag, score) pairs, best first."""
+    labels = list(sidecar["labels"])
+    groups = [[labels.index(tag) for tag in group] for group in sidecar.get("exclusive_groups", [])]
+    scores = one_per_group(probabilities, groups)
+    cut = np.broadcast_to(sidecar["thresholds"] if threshold is None else threshold, len(labels))
+    return [[(labels[j], float(row[j])) for j in np.argsort(-row, kind="stable") if row[j] >= cut[j]]
+            for row in scores]
+
+
+def cross_validated_f1(y_true, scores, tune, folds=5, seed=0):
+    """Micro-F1 of a decoding on held-out folds of (validation) rows: `tune(y, scores)` -> thresholds is fitted on
+    the other folds each time. Thresholds scored on the rows they were tuned on flatter the decodings with more of
+    them (per-tag thresholds); this compares decodings as they fare on new images."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import KFold
+
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    if len(y_true) < 2:
+        raise PipelineError(f"{len(y_true)} validation image(s): at least 2 are needed to choose the decoding")
+    predicted = np.zeros_like(y_true)
+    for fit, held_out in KFold(min(folds, len(y_true)), shuffle=True, random_state=seed).split(scores):
+        predicted[held_out] = scores[held_out] >= tune(y_true[fit], scores[fit])
+    return float(f1_score(y_true, predicted, average="micro", zero_division=0))
