@@ -21,7 +21,7 @@ TRAIN_STEPS = {"text": "AnimeScorePredictionAllParameters/04_train_text_model.py
                "hybrid": "AnimeScorePredictionAllParameters/05_train_hybrid_model.py",
                "vision": "AnimeScorePredictionOnlyPoster/01_train_vision_model.py"}
 NEEDED_COLUMNS = {"synopsis": ["Synopsis"], "metadata": ["Genres", "Type", "Episodes"]}
-CHUNK_ROWS = 1024  # rows per prediction call (synopsis embeddings are looked up per call)
+CHUNK_ROWS = 1024  # rows per prediction call: the posters of one call are decoded together
 
 
 def main(argv=None):
@@ -59,6 +59,7 @@ def main(argv=None):
     from animeml.core import batch
     from animeml.core.imagefile import TF_FORMATS, check_image
     from animeml.core.table import clean_table, read_kaggle_csv
+    from animeml.score.features import model_inputs
     from animeml.score.models import load_score_model, model_path, nothing_known, predict_scores
 
     batch.check_out(args.out)
@@ -76,8 +77,9 @@ def main(argv=None):
 
     reasons = [""] * len(table)
     posters = poster_paths(args.csv, table, args.images) if "image" in sidecar["inputs"] else None
+    inputs = model_inputs(table, sidecar)  # once for the whole table: one read of the embedding cache, one TF-IDF fit
     if "metadata" in sidecar["inputs"]:
-        for i in np.flatnonzero(nothing_known(table, sidecar)):
+        for i in np.flatnonzero(nothing_known(table, sidecar, inputs["metadata"])):
             reasons[i] = "neither synopsis nor metadata (genres, type, episodes, ...) is known"
 
     def load(i):
@@ -93,7 +95,8 @@ def main(argv=None):
 
     def predict(rows):
         scores = predict_scores(model, sidecar, table.iloc[rows].reset_index(drop=True),
-                                [posters[i] for i in rows] if posters is not None else None, args.batch_size)
+                                [posters[i] for i in rows] if posters is not None else None, args.batch_size,
+                                inputs={name: values[rows] for name, values in inputs.items()})
         return [{"predicted_score": round(float(score), 3)} for score in scores]
 
     outcomes = batch.run_batch(list(range(len(table))), load, predict, CHUNK_ROWS, desc="scoring", unit="row")

@@ -181,9 +181,8 @@ def title_neighbours_block(table, title_neighbours, chunk=2048):
         similarity = (vectors[start:start + chunk] @ train_vectors.T).toarray()
         # a row without an id counts as newer than every train entry
         similarity[np.nan_to_num(ids[start:start + chunk], nan=np.inf)[:, None] <= train_ids[None, :]] = 0.0
-        top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-        weights, z = np.take_along_axis(similarity, top, axis=1), train_z[top]
-        z = np.where(weights > 0, z, 0.0)
+        weights, top = top_k(similarity, k)
+        z = np.where(weights > 0, train_z[top], 0.0)
         same = weights > SAME_TITLE
         rows = block[start:start + chunk]
         rows[:, 0], rows[:, 1] = weights[:, 0], z[:, 0]
@@ -193,6 +192,23 @@ def title_neighbours_block(table, title_neighbours, chunk=2048):
         rows[:, 5] = np.log1p(same.sum(1))
         rows[:, 6] = weights[:, 0] == 0
     return block
+
+
+def top_k(similarity, k):
+    """([m, k] largest positive values of each row of `similarity`, [m, k] their columns), largest first and ties in
+    column order, as a stable argsort of each whole row would give them, but only the candidates at or above each
+    row's k-th largest value are sorted; slots past a row's positive values hold 0 (column 0)."""
+    kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
+    rows, columns = np.nonzero((similarity >= kth[:, None]) & (similarity > 0))
+    values = similarity[rows, columns]
+    order = np.lexsort((columns, -values, rows))
+    rows, columns, values = rows[order], columns[order], values[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within its row
+    kept = rank < k
+    top_values, top_columns = np.zeros((len(similarity), k)), np.zeros((len(similarity), k), dtype=np.int64)
+    top_values[rows[kept], rank[kept]] = values[kept]
+    top_columns[rows[kept], rank[kept]] = columns[kept]
+    return top_values, top_columns
 
 
 def fit_neighbours(train, model):
