@@ -50,5 +50,7 @@ def test_prediction_prints_the_share_of_model_throughput(capsys):
 
 def test_end_to_end_prints_wall_times(capsys):
     out = run_benchmark("bench_end_to_end.py", ["--rows", "60", "--predict-rows", "5", "--repeats", "1"], capsys)
-    assert re.search(r"recommend.py --title '.+' -k 10: [\d.]+ s end to end", out)
-    assert re.search(r"predict_score.py --kind text on 5 new anime: [\d.]+ s end to end", out)
+    assert re.search(r"recommend.py --title '.+' -k 10: [\d.]+ s \([\d.]+ s CPU\) end to end", out)
+    assert re.search(r"predict_score.py --kind text on 5 new anime with synopses: [\d.]+ s \([\d.]+ s CPU\) end to "
+                     r"end, embedding them", out)
+    assert re.search(r"load average \(1/5/15 min\) before [\d.]+/[\d.]+/[\d.]+, after", out)
