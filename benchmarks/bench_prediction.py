@@ -3,9 +3,10 @@
 For CharacterTagging/tag_images.py and GenreClassification/predict_genres.py: the script's images/s on --images
 images (its main() called in this process after one untimed warm-up run, so TensorFlow's start-up is not counted;
 the file checks, decoding, resizing, progress bar and CSV are), next to `model.predict` on the same images already
-decoded and resized in memory, with the same model and batch size. The ratio is the share of the model's
-throughput that a user gets; the goal is >= 80%. Each is given by wall time and by this process's CPU time: on a
-machine that other programs share, the wall time also counts them, the CPU time only the work done.
+decoded and resized in memory (and on their mirror images, for a model whose script averages both), with the same
+model and batch size. The ratio is the share of the model's throughput that a user gets; the goal is >= 80%. Each
+is given by wall time and by this process's CPU time: on a machine that other programs share, the wall time also
+counts them, the CPU time only the work done.
 
 The models are the saved ones in data/models when they are there (tags_efficientnet_lite0.h5,
 genres_efficientnet_lite0_bce.h5); otherwise models of the same architecture with random weights (which cost the
@@ -90,8 +91,9 @@ def script_seconds(task, model_file, images, out, batch_size):
 
 
 def model_seconds(model_file, images, batch_size):
-    """(wall, CPU) seconds of model.predict on the images already decoded and resized in memory, after an untimed
-    pass (which traces every batch shape)."""
+    """(wall, CPU) seconds of model.predict on the images already decoded and resized in memory, and on their mirror
+    images too where the sidecar says the script averages both ("flip"), after an untimed pass (which traces every
+    batch shape)."""
     import numpy as np
 
     from animeml.core.images import image_batch
@@ -101,6 +103,8 @@ def model_seconds(model_file, images, batch_size):
     files = sorted(images.iterdir())
     tensors = np.concatenate([image_batch(files[i:i + 256], sidecar["image_size"])
                               for i in range(0, len(files), 256)])
+    if sidecar.get("flip"):
+        tensors = np.concatenate([tensors, tensors[:, :, ::-1]])
     model.predict(tensors, batch_size=batch_size, verbose=0)
     return timed(lambda: model.predict(tensors, batch_size=batch_size, verbose=0))
 
@@ -123,6 +127,8 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from animeml.core.store import read_sidecar
+
     print(f"devices: {', '.join(d.name for d in tf.config.list_logical_devices())}; "
           f"mixed precision {'on' if args.mixed_precision else 'off'}")
     keras.mixed_precision.set_global_policy("mixed_float16" if args.mixed_precision else "float32")
@@ -135,7 +141,7 @@ def main(argv=None):
         for task in args.tasks:
             saved = paths.models_dir() / SAVED[task]
             if saved.exists() and not args.quick:
-                model_file, which = saved, f"saved model {saved}"
+                model_file, which = saved, f"saved model {saved} at {read_sidecar(saved)['image_size']} px"
             else:
                 model_file = built_model(task, args.backbone, sizes[task], tmp)
                 which = f"{args.backbone} with random weights at {sizes[task]} px (no saved model)"
@@ -143,6 +149,7 @@ def main(argv=None):
             reference = model_seconds(model_file, images, args.batch_size)
             script = script_seconds(task, model_file, images, tmp / f"{task}.csv", args.batch_size)
             script_rate, reference_rate = (args.images / seconds for seconds in (script[0], reference[0]))
+            which += ", flip-averaged" if read_sidecar(model_file).get("flip") else ""
             print(f"{SCRIPTS[task].relative_to(paths.ROOT)}: {which}, {args.images} images, batch "
                   f"{args.batch_size}: script {script_rate:.1f} img/s, model.predict in memory "
                   f"{reference_rate:.1f} img/s, ratio {reference[0] / script[0]:.0%} "
