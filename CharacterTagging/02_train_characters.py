@@ -6,6 +6,9 @@ or is made once and kept (stratified by character). Either way crops of one illu
 on one side, and the validation part is carved from train the same way. Faces train at their own size.
 `--held-out A B ...` leaves those characters out of training and reports how often their test faces are wrongly
 named at the `unknown` threshold chosen on validation faces, next to the accuracy on the others.
+`--outliers DIR ...` adds faces of other characters (e.g. ../shared/data/tags/images), trained towards a uniform
+answer (outlier exposure), so faces the model does not know get a low confidence; a --val-share of them is kept
+apart to report how many such faces the threshold still names.
 
 Writes data/models/<set>_<backbone>.h5 (+ .json sidecar: character names, image size, unknown threshold) and under
 data/<set>/ (<set>: the face set's folder name, e.g. characters or characters20; `<set>_held_out` with
@@ -35,7 +38,10 @@ SETTINGS = dict(
     patience=3,
     val_share=0.15,
     test_share=0.2,
+    members=1,
     held_out=[],
+    outliers=[],
+    outlier_weight=0.5,
     keep_known=0.95,
     balanced=False,  # on ../shared's 8 characters it tripled the best validation loss
     seed=42,
@@ -76,8 +82,16 @@ def main(argv=None):
                         help="share of the training faces carved out for validation (whole illustrations)")
     parser.add_argument("--test-share", type=cli.probability, default=SETTINGS["test_share"],
                         help="share of the faces for testing when the split is made here")
+    parser.add_argument("--members", type=cli.positive_int, default=SETTINGS["members"],
+                        help="classifiers trained per backbone with seeds --seed, --seed + 1, ...; the saved model "
+                        "averages their probabilities")
     parser.add_argument("--held-out", nargs="+", default=SETTINGS["held_out"], metavar="CHARACTER",
                         help="characters left out of training, presented as unknown faces")
+    parser.add_argument("--outliers", nargs="+", type=Path, default=SETTINGS["outliers"], metavar="DIR",
+                        help="folders of faces of characters outside the set, trained as 'none of them' (outlier "
+                        "exposure); must not hold faces of the set or of --held-out")
+    parser.add_argument("--outlier-weight", type=cli.positive_float, default=SETTINGS["outlier_weight"],
+                        help="weight of the outliers' loss (cross-entropy to the uniform answer)")
     parser.add_argument("--keep-known", type=cli.probability, default=SETTINGS["keep_known"],
                         help="the unknown threshold keeps this share of correctly named validation faces named")
     parser.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=SETTINGS["balanced"],
@@ -89,11 +103,12 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    from animeml.characters.classifier import (TRAIN_FROM, balanced_class_weights, class_report, face_set,
-                                               nearest_neighbour_scores, plot_confusion, predict_images,
+    from animeml.characters.classifier import (TRAIN_FROM, average_models, balanced_class_weights, class_report,
+                                               face_set, nearest_neighbour_scores, plot_confusion, predict_images,
                                                scores_with_intervals, train_classifier)
     from animeml.characters.openset import choose_threshold, open_set_report
     from animeml.core import store, trainer
+    from animeml.core.faces import list_images
     from animeml.core.feature_cache import backbone_features
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.paths import data_dir
@@ -120,6 +135,16 @@ def main(argv=None):
     print(f"{len(table)} faces of {len(names)} characters at {image_size} px: " +
           ", ".join(f"{split} {len(paths)}" for split, (paths, _) in part.items()) +
           (f"; {len(unknown_paths)} test faces of {len(args.held_out)} held-out characters" if args.held_out else ""))
+    if args.outliers and args.balanced:
+        raise PipelineError("--outliers and --balanced cannot be combined (outliers have no class to weigh)")
+    outliers = np.array([str(path) for folder in args.outliers for path in list_images(folder)])
+    if args.outliers and not len(outliers):
+        raise PipelineError(f"no images in --outliers {' '.join(map(str, args.outliers))}")
+    outliers = outliers[np.random.default_rng(args.seed).permutation(len(outliers))]
+    n_val_outliers = round(args.val_share * len(outliers))
+    val_outliers, train_outliers = outliers[:n_val_outliers], outliers[n_val_outliers:]
+    if len(outliers):
+        print(f"outlier faces: train {len(train_outliers)}, validation {len(val_outliers)}")
 
     (train_paths, train_y), (val_paths, val_y), (test_paths, test_y) = part["train"], part["val"], part["test"]
     majority = np.eye(len(names))[np.bincount(train_y, minlength=len(names)).argmax()]
@@ -136,19 +161,31 @@ def main(argv=None):
         train_from = TRAIN_FROM.get(backbone) if args.train_from == "auto" else args.train_from
         train_from = None if train_from == "none" else train_from
         path = store.model_file(name, backbone)
-        model, _ = train_classifier(
-            backbone, len(names), part["train"], part["val"], image_size, multi_label=False, strategy=strategy,
-            epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
-            learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
-            batch_size=args.batch_size, patience=args.patience, class_weight=class_weight, seed=args.seed,
-            backup_dir=path.with_suffix(".backup"), resume=args.resume, train_from=train_from)
+        members = []
+        for member in range(args.members):
+            seed = args.seed + member
+            trainer.set_seed(seed, args.deterministic)
+            model, _ = train_classifier(
+                backbone, len(names), part["train"], part["val"], image_size, multi_label=False, strategy=strategy,
+                epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
+                learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
+                batch_size=args.batch_size, patience=args.patience, class_weight=class_weight, seed=seed,
+                backup_dir=path.with_suffix(f".backup{member or ''}"), resume=args.resume, train_from=train_from,
+                outliers=train_outliers, outlier_weight=args.outlier_weight)
+            members.append(model)
+        model = average_models(members, f"{backbone}_ensemble") if len(members) > 1 else members[0]
         val_probabilities, probabilities = (predict_images(model, list(paths), image_size, flip=True)
                                             for paths in (val_paths, test_paths))
         row = {"model": backbone, **scores_with_intervals(test_y, probabilities)}
         threshold = choose_threshold(val_probabilities, val_y, args.keep_known)
+        outliers_named = {}
+        if len(val_outliers):
+            outlier_confidence = predict_images(model, list(val_outliers), image_size, flip=True).max(axis=1)
+            outliers_named = {"val_outliers_named": float(np.mean(outlier_confidence >= threshold))}
         if args.held_out:
             unknown = predict_images(model, list(unknown_paths), image_size, flip=True)
-            open_rows.append({"model": backbone, **open_set_report(probabilities, test_y, unknown, threshold)})
+            open_rows.append({"model": backbone, **open_set_report(probabilities, test_y, unknown, threshold),
+                              **outliers_named})
             write_csv(pd.DataFrame(open_rows[-1:]), out / f"openset_{backbone}.csv")
             print(open_rows[-1])
         rows.append(row)
@@ -163,12 +200,15 @@ def main(argv=None):
                        f"{backbone}: test top-1 {row['top1']:.3f}")
         metrics = {key: row[key] for key in ("top1", "top5", "macro_f1")}
         save_sidecar = {"task": "characters", "labels": names, "backbone": backbone, "image_size": image_size,
-                        "unknown_threshold": threshold, "test_accuracy": row["top1"],
+                        "unknown_threshold": threshold, "test_accuracy": row["top1"], **outliers_named,
                         **({"held_out": args.held_out} if args.held_out else {})}
         store.save_model(model, path, save_sidecar, run=record.as_dict(metrics))
         print(per_character.round(3).to_string(index=False))
-        print(f"{backbone}: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()) +
-              f"; unknown below confidence {threshold:.3f}")
+        val_top1 = float(np.mean(val_probabilities.argmax(axis=1) == val_y))
+        print(f"{backbone}: validation top-1 {val_top1:.4f}; test " +
+              ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()) +
+              f"; unknown below confidence {threshold:.3f}" +
+              (f", {outliers_named['val_outliers_named']:.3f} of validation outliers named" if outliers_named else ""))
 
     # Models trained in earlier runs on the same split keep their rows.
     metrics = pd.DataFrame(rows).assign(image_size=image_size, test_faces=len(test_y))

@@ -191,3 +191,77 @@ def test_head_learning_rate_warms_up_then_falls_along_a_cosine():
     assert len(rates) == 40 and rates[0] < 0.01  # warming up, not the Adam rate of compile
     assert max(rates) == pytest.approx(0.1, rel=0.05) and np.argmax(rates) == 4  # full rate after 10% of the steps
     assert all(a >= b for a, b in zip(rates[4:], rates[5:])) and rates[-1] < 0.001
+
+
+def test_outlier_exposure_loss_pulls_outliers_to_uniform_and_keeps_cross_entropy_for_characters():
+    import keras
+
+    from animeml.characters.classifier import OUTLIER, outlier_exposure_loss
+
+    p = np.array([[0.7, 0.2, 0.1], [0.5, 0.25, 0.25]], np.float32)
+    loss = np.asarray(outlier_exposure_loss(0.5)(np.array([0, OUTLIER]), p))
+    assert loss == pytest.approx([-np.log(0.7), -0.5 * np.log(p[1]).mean()], rel=1e-5)
+
+    # Two characters as two clusters, outliers in a third: trained with outliers, a face there gets ~1/2 each.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.3, (100, 2)) for c in ([2, 0], [-2, 0], [0, 3])]).astype(np.float32)
+    y = np.repeat([0, 1, OUTLIER], 100)
+    confidence = {}
+    for with_outliers in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax")])
+        keep = slice(None) if with_outliers else slice(0, 200)
+        model.compile(keras.optimizers.Adam(0.05), outlier_exposure_loss(0.5))
+        model.fit(x[keep], y[keep], epochs=30, batch_size=50, verbose=0)
+        confidence[with_outliers] = np.asarray(model(x[200:])).max(axis=1).mean()
+        assert (np.asarray(model(x[:200])).argmax(axis=1) == y[:200]).mean() > 0.95
+    assert confidence[True] < 0.6 < confidence[False]
+
+
+def test_step_02_trains_with_outlier_faces_and_reports_how_many_validation_outliers_it_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    faces = make_faces(tmp_path / "set", per_character=10)
+    others = tmp_path / "others"
+    others.mkdir()
+    for i in range(20):
+        noise = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(others / f"{i}.png")
+    from importlib import util
+
+    spec = util.spec_from_file_location("train_characters", SCRIPTS / "02_train_characters.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--faces-dir", str(faces), "--backbones", "efficientnet_lite0", "--baseline-backbones",
+                 "--head-epochs", "1", "--held-out", "red", "--outliers", str(others), "--val-share", "0.25"])
+    openset = pd.read_csv(tmp_path / "data" / "set_held_out" / "openset_efficientnet_lite0.csv").iloc[0]
+    assert 0 <= openset["val_outliers_named"] <= 1 and openset["unknown_faces"] > 0
+    sidecar = json.loads((tmp_path / "data" / "models" / "set_held_out_efficientnet_lite0.json").read_text())
+    assert sidecar["labels"] == ["aqua", "blue", "green"]
+    assert sidecar["val_outliers_named"] == openset["val_outliers_named"]
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no images in --outliers"):
+        module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones",
+                     "--outliers", str(tmp_path / "empty")])
+
+
+def test_step_02_members_are_averaged_in_the_saved_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    faces = make_faces(tmp_path / "set", per_character=10)
+    from importlib import util
+
+    from animeml.characters.classifier import load_model, predict_images
+
+    spec = util.spec_from_file_location("train_characters", SCRIPTS / "02_train_characters.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones", "--head-epochs", "1",
+                 "--members", "2"])
+    model, sidecar = load_model(tmp_path / "data" / "models" / "set_small_cnn.h5")
+    members = [model.get_layer(f"member_{i}") for i in range(2)]
+    images = sorted(str(path) for path in faces.glob("*/*.png"))[:6]
+    each = [predict_images(member, images, 32) for member in members]
+    assert not np.allclose(each[0], each[1])  # two seeds
+    assert np.allclose(predict_images(model, images, 32), (each[0] + each[1]) / 2, atol=1e-5)
+    assert sidecar["labels"] == sorted(COLOURS)

@@ -8,6 +8,9 @@ With `train_from` (a layer of an EfficientNet-Lite) the head holds the backbone'
 learns on cached activations of the layers below, of each image and its mirror: the top stages are fine-tuned
 for the price of a small model (see TRAIN_FROM).
 A from-scratch backbone (small_cnn) trains end to end with augmentation.
+
+Outlier exposure (Hendrycks et al. 2019): faces of other characters, labelled OUTLIER, train towards the uniform
+distribution (outlier_exposure_loss), so a face the model does not know gets a low best probability.
 """
 import math
 from pathlib import Path
@@ -161,6 +164,21 @@ def loss_of(multi_label):
     return "binary_crossentropy" if multi_label else "sparse_categorical_crossentropy"
 
 
+OUTLIER = -1  # the class id of a face of none of the characters (outlier exposure)
+
+
+def outlier_exposure_loss(weight=0.5):
+    """Sparse categorical cross-entropy on faces of the characters, and on OUTLIER faces `weight` times the
+    cross-entropy to the uniform distribution over the characters (Hendrycks et al. 2019, weight 0.5 there)."""
+    def loss(y_true, y_pred):
+        y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        log_p = ops.log(ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0))
+        known = ops.take_along_axis(log_p, ops.expand_dims(ops.maximum(y_true, 0), 1), axis=1)[:, 0]
+        return -ops.where(y_true == OUTLIER, weight * ops.mean(log_p, axis=1), known)
+
+    return loss
+
+
 def balanced_class_weights(y, n_classes):
     """Weights n / (n_classes * count) per class id, so rare characters count as much as frequent ones."""
     counts = np.bincount(y, minlength=n_classes)
@@ -170,7 +188,7 @@ def balanced_class_weights(y, n_classes):
 def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_label, strategy=None, epochs=40,
                      finetune_epochs=10, finetune_layers=60, learning_rate=1e-3, finetune_learning_rate=1e-4,
                      batch_size=32, patience=5, class_weight=None, seed=42, backup_dir=None, resume=False,
-                     train_from=None):
+                     train_from=None, outliers=(), outlier_weight=0.5):
     """Build and train a classifier on `train` and `val`, each a `(paths, targets)` pair; returns (model, history).
 
     Pretrained backbone: `epochs` of the head on cached frozen features, then `finetune_epochs` of the top
@@ -179,31 +197,47 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
     mirrors, its learning rate falling along a cosine over `epochs`. From scratch: `epochs + finetune_epochs` end
     to end. `class_weight`: {class id: weight} for the loss of single-label training. Single-label training keeps
     the epoch with the best validation accuracy, multi-label the one with the lowest validation loss.
+    `outliers`: paths of faces of none of the classes, trained with outlier_exposure_loss(`outlier_weight`)
+    (single-label only; its training accuracy counts them as wrong, validation has none).
     """
     from_scratch = backbone_name in SCRATCH_BACKBONES
     train_from = None if from_scratch else train_from
+    outliers = [str(path) for path in outliers]
     head_data, callbacks = None, ()
     if train_from:
         (train_paths, y_train), (val_paths, y_val) = train, val
-        x_train, x_flipped, x_val = lower_features(backbone_name, image_size,
-                                                   [(train_paths, False), (train_paths, True), (val_paths, False)],
-                                                   train_from)
-        head_data = ((np.concatenate([x_train, x_flipped]), np.concatenate([y_train, y_train])), (x_val, y_val))
+        # Each list apart, so the activations of the characters' faces come from the cache of runs without outliers.
+        parts = [(train_paths, False), (train_paths, True)] + [(outliers, flip) for flip in (False, True) if outliers]
+        *x_train, x_val = lower_features(backbone_name, image_size, parts + [(val_paths, False)], train_from)
+        y_outliers = np.full(len(outliers), OUTLIER)
+        y_head = [y_train, y_train] + ([y_outliers, y_outliers] if outliers else [])
+        head_data = ((np.concatenate(x_train), np.concatenate(y_head)), (x_val, y_val))
         callbacks = (HeadCosineSchedule(learning_rate, epochs),)
-    elif not from_scratch:
+    if outliers:
+        train = (list(train[0]) + outliers, np.concatenate([train[1], np.full(len(outliers), OUTLIER)]))
+    if not train_from and not from_scratch:
         head_data = tuple((backbone_features(backbone_name, image_size, paths), targets) for paths, targets in (train, val))
     return trainer.fit(
         lambda: build_classifier(backbone_name, n_outputs, image_size, multi_label, train_from=train_from),
         lambda batch: image_dataset(train[0], train[1], image_size=image_size, batch_size=batch, training=True,
                                     cache=True, seed=seed),
         lambda batch: image_dataset(val[0], val[1], image_size=image_size, batch_size=batch, cache=True),
-        loss=loss_of(multi_label), strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
-        finetune_layers=finetune_layers, learning_rate=learning_rate, finetune_learning_rate=finetune_learning_rate,
-        batch_size=batch_size, patience=patience, from_scratch=from_scratch, head_data=head_data,
-        class_weight=class_weight, backup_dir=backup_dir, resume=resume, callbacks=callbacks,
+        loss=outlier_exposure_loss(outlier_weight) if outliers else loss_of(multi_label), strategy=strategy,
+        epochs=epochs, finetune_epochs=finetune_epochs, finetune_layers=finetune_layers, learning_rate=learning_rate,
+        finetune_learning_rate=finetune_learning_rate, batch_size=batch_size, patience=patience,
+        from_scratch=from_scratch, head_data=head_data, class_weight=class_weight, backup_dir=backup_dir,
+        resume=resume, callbacks=callbacks,
         # One class per image: keep the epoch that names most validation images right. Its validation loss
         # rises sooner (confident mistakes): on characters20 it was lowest at epoch 3 of 8.
         **({} if multi_label else dict(metrics=["accuracy"], monitor="val_accuracy", mode="max")))
+
+
+def average_models(models, name):
+    """One model whose output is the mean of the outputs of `models` (an ensemble of classifiers trained with
+    different seeds; each member keeps its own backbone and head, nested as `member_<i>`)."""
+    members = [keras.Model(model.input, model.output, name=f"member_{i}") for i, model in enumerate(models)]
+    image = keras.Input(models[0].input.shape[1:], name="image")
+    return keras.Model(image, layers.Average(name="average")([member(image) for member in members]), name=name)
 
 
 def predict_images(model, images, image_size, batch_size=64, flip=False):
