@@ -8,7 +8,8 @@ Validation and test faces come from the first source only (the first --tags-csv,
 so a run with more sources is measured on the same test split as one without them; the other sources only add
 training faces. Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively
 stratified) with bootstrap 95% intervals, next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5
-(+ .json sidecar: tags, thresholds, decoding, exclusive groups) and, under data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
+(+ .json sidecar: tags, thresholds, decoding, exclusive groups) and, under data/tags/: split.csv, metrics.csv,
+per_tag.csv and pr_curves.png.
 """
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def main(argv=None):
     from animeml.characters.tags import cross_validated_f1, exclusive_groups, one_per_group, read_tag_sources
     from animeml.core import trainer
     from animeml.core.io import write_csv
-    from animeml.core.multilabel import (bootstrap_interval, evaluate, label_prior, most_frequent_labels, multi_hot,
-                                         plot_pr_curves, tune_global_threshold, tune_thresholds)
+    from animeml.core.multilabel import (bootstrap_interval, evaluate, label_prior, mean_average_precision,
+                                         most_frequent_labels, multi_hot, plot_pr_curves, tune_global_threshold,
+                                         tune_thresholds)
     from animeml.core.runs import RunRecord
     from animeml.core.splits import load_or_make_split
     from animeml.core.store import save_model
@@ -137,6 +139,8 @@ def main(argv=None):
     print(f"chosen on validation: {chosen} (cross-validated micro-F1 {val_f1[chosen]:.3f}; exclusive groups: "
           f"{', '.join(' / '.join(tags[j] for j in group) for group in groups) or 'none'})")
     results = {name: evaluate(y_test, test, thresholds[name], tags) for name, (_, test, _) in decodings.items()}
+    if groups:  # mAP ranks the probabilities; the losers' -1 of the grouped scores would hide their order
+        results[grouped]["map"] = mean_average_precision(y_test, prob_test)
     sources = " + ".join(path.parent.name for path in [*tags_csvs, *(args.danbooru_json or [])])
     metrics = pd.DataFrame([{"model": name, "sources": sources, "test_images": len(y_test),
                              "chosen_on_val": name == chosen, "val_cv_micro_f1": val_f1[name],
