@@ -98,18 +98,16 @@ def main(argv=None):
             return captioner.caption_images(model, sidecar["vocabulary"], encoded.__getitem__, len(encoded),
                                             sidecar["image_size"], args.batch_size, args.num_beams, desc=None)
     if args.with_tags:
-        import numpy as np
-
         from animeml.characters.classifier import load_model as load_tagger, predict_images
+        from animeml.characters.tags import chosen_tags
 
         tagger, tag_sidecar = batch.load_model_for(load_tagger, args.tagger or models_dir() / SETTINGS["tagger"],
                                                    STEPS["tags"], ["labels", "image_size", "thresholds"])
-        tag_names = np.asarray(tag_sidecar["labels"])
 
-        def tags_of(chunk_paths):
-            probabilities = predict_images(tagger, chunk_paths, tag_sidecar["image_size"], args.batch_size)
-            return [", ".join(tag_names[[j for j in np.argsort(-p) if p[j] >= tag_sidecar["thresholds"][j]]])
-                    for p in probabilities]
+        def tags_of(chunk_paths):  # as tag_images.py names them
+            probabilities = predict_images(tagger, chunk_paths, tag_sidecar["image_size"], args.batch_size,
+                                           flip=tag_sidecar.get("flip", False))
+            return [", ".join(tag for tag, _ in row) for row in chosen_tags(probabilities, tag_sidecar)]
 
     def load(path):
         check_image(path, formats=TF_FORMATS)

@@ -184,6 +184,7 @@ def create_app(state=None):
         if state.tagger is None:
             return page(request, "tags.html", "tags", threshold=threshold, status_code=503)
         from animeml.characters.classifier import predict_images
+        from animeml.characters.tags import chosen_tags
 
         try:
             chosen = parse_threshold(threshold)
@@ -191,12 +192,12 @@ def create_app(state=None):
         except BadUpload as err:
             return page(request, "tags.html", "tags", error=str(err), threshold=threshold, status_code=400)
         model, sidecar = state.tagger
-        probabilities = predict_images(model, [rgb], sidecar["image_size"])[0]
-        names = np.asarray(sidecar["labels"])
-        cut = np.broadcast_to(sidecar["thresholds"] if chosen is None else chosen, names.shape)
-        order = np.argsort(-probabilities)
-        found = [{"tag": names[j], "confidence": float(probabilities[j]), "threshold": float(cut[j])}
-                 for j in order if probabilities[j] >= cut[j]]
+        # predicted and decoded as tag_images.py does, the way its thresholds were tuned
+        probabilities = predict_images(model, [rgb], sidecar["image_size"], flip=sidecar.get("flip", False))
+        cut = dict(zip(sidecar["labels"], np.broadcast_to(sidecar["thresholds"] if chosen is None else chosen,
+                                                          len(sidecar["labels"]))))
+        found = [{"tag": tag, "confidence": score, "threshold": float(cut[tag])}
+                 for tag, score in chosen_tags(probabilities, sidecar, chosen)[0]]
         caption = describe(state.captioner, rgb) if state.captioner else None
         return page(request, "tags.html", "tags", tags=found, caption=caption, threshold=threshold,
                     filename=image.filename, image=png_data_url(rgb, max_side=384))
