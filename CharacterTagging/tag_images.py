@@ -57,6 +57,7 @@ def main(argv=None):
     from animeml.characters.tags import chosen_tags
     from animeml.core import batch
     from animeml.core.faces import list_images
+    from animeml.core.images import load_image
     from animeml.core.imagefile import TF_FORMATS, check_image
     from animeml.core.io import PipelineError
     from animeml.core.paths import models_dir
@@ -68,9 +69,9 @@ def main(argv=None):
     if not paths:
         raise PipelineError(f"no image files in {args.images}")
 
-    def load(path):
+    def load(path):  # decoded here, in run_batch's loader thread, while the model tags the chunk before
         check_image(path, formats=TF_FORMATS)
-        return str(path)
+        return load_image(str(path), sidecar["image_size"]).numpy()
 
     def predict(chunk):
         probabilities = predict_images(model, chunk, sidecar["image_size"], args.batch_size,

@@ -151,6 +151,29 @@ def test_batch_isolates_the_item_that_fails():
     assert Outcome(reason="x").ok is False
 
 
+def test_batch_loads_the_next_chunk_while_this_one_is_predicted():
+    import threading
+    import time
+
+    loader_threads = set()
+
+    def load(item):
+        loader_threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # 4 items: 0.2 s a chunk
+        return item
+
+    def predict(chunk):
+        time.sleep(0.2)
+        return [item * 2 for item in chunk]
+
+    start = time.perf_counter()
+    outcomes = run_batch(list(range(20)), load, predict, chunk_size=4)
+    took = time.perf_counter() - start
+    assert [o.result for o in outcomes] == [2 * i for i in range(20)]
+    assert took < 1.6, f"{took:.2f} s: loads and predictions took turns (2.0 s) instead of overlapping (1.2 s)"
+    assert len(loader_threads) == 1 and threading.current_thread().name not in loader_threads
+
+
 def test_output_paths_never_collide_and_write_output_keeps_user_files(tmp_path):
     inputs = [tmp_path / name for name in ["a.jpg", "a.png", "b.jpg", "a.jpg.png", "B.gif"]]
     outputs = output_paths(inputs, ".txt")

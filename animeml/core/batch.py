@@ -8,6 +8,7 @@ and the files a script writes beside its inputs (captions, drawn boxes): `output
 different names, `write_output` never replaces a file that is already there unless told to.
 """
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,21 +37,35 @@ def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="imag
     PipelineError, whose message is the reason, for one to skip; `predict(loaded)` returns one result per loaded
     item; any other exception of either becomes the item's reason too. Items go in chunks of `chunk_size` under a
     progress bar, so memory stays bounded; a chunk whose prediction fails is retried one item at a time, so a bad
-    item costs only its own row."""
+    item costs only its own row. The next chunk loads in a background thread while this one is predicted (decoding
+    and the model then share the machine instead of taking turns); `load` runs in that one thread only."""
     outcomes = [Outcome() for _ in items]
-    with tqdm(total=len(items), desc=desc, unit=unit) as bar:
-        for start in range(0, len(items), chunk_size):
-            loaded = {}
-            for i in range(start, min(start + chunk_size, len(items))):
-                try:
-                    loaded[i] = load(items[i])
-                except PipelineError as err:
-                    outcomes[i].reason = str(err)
-                except Exception as err:  # noqa: BLE001  (an unforeseen problem with one item stays its own)
-                    outcomes[i].reason = _reason(err)
-            for i, outcome in _predicted(predict, loaded).items():
-                outcomes[i] = outcome
-            bar.update(min(chunk_size, len(items) - start))
+    starts = range(0, len(items), chunk_size)
+
+    def load_chunk(start):
+        loaded = {}
+        for i in range(start, min(start + chunk_size, len(items))):
+            try:
+                loaded[i] = load(items[i])
+            except PipelineError as err:
+                outcomes[i].reason = str(err)
+            except Exception as err:  # noqa: BLE001  (an unforeseen problem with one item stays its own)
+                outcomes[i].reason = _reason(err)
+        return loaded
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
+    try:
+        with tqdm(total=len(items), desc=desc, unit=unit) as bar:
+            next_chunk = pool.submit(load_chunk, starts[0]) if len(starts) else None
+            for n, start in enumerate(starts):
+                loaded = next_chunk.result()
+                if n + 1 < len(starts):
+                    next_chunk = pool.submit(load_chunk, starts[n + 1])
+                for i, outcome in _predicted(predict, loaded).items():
+                    outcomes[i] = outcome
+                bar.update(min(chunk_size, len(items) - start))
+    finally:
+        pool.shutdown(cancel_futures=True)  # on Ctrl-C: waits for at most the one chunk being loaded
     return outcomes
 
 
