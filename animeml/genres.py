@@ -157,12 +157,14 @@ def train(table, genres, backbone_name, loss_name, image_size, pretrained, strat
 
 
 def predict_table(model, paths, image_size, batch_size=32):
-    """Per-genre probabilities for the images at `paths`, in the model's genre order. Batch by batch with
-    `predict_on_batch`: `model.predict` rebuilds its graph on most calls when a script calls it once per chunk."""
+    """Per-genre probabilities for the images at `paths`, in the model's genre order. Batch by batch through one
+    compiled graph (trainer.forward_pass): `model.predict` rebuilds its graph on most calls when a script calls it
+    once per chunk."""
     if len(paths) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    batches = image_dataset(paths, image_size=image_size, batch_size=batch_size)
-    return np.concatenate([model.predict_on_batch(batch) for batch in batches])
+    forward = trainer.forward_pass(model)
+    return np.concatenate([forward(batch).numpy() for batch in image_dataset(paths, image_size=image_size,
+                                                                             batch_size=batch_size)])
 
 
 def tuned_thresholds(y_val, prob_val):

@@ -240,25 +240,10 @@ def average_models(models, name):
     return keras.Model(image, layers.Average(name="average")([member(image) for member in members]), name=name)
 
 
-_compiled_model = {}  # the last model predict_images ran: {"model": ..., "function": ...}
-
-
-def compiled_forward_pass(model):
-    """`model(x)` as one graph for any number of images. Keras' `predict_on_batch` traces its graph again (about a
-    second on a CPU) for the second batch size it meets, such as a run's last, shorter chunk."""
-    if _compiled_model.get("model") is not model:
-        import tensorflow as tf
-
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        _compiled_model.update(model=model, function=tf.function(lambda x: model(x, training=False),
-                                                                 input_signature=[spec]))
-    return _compiled_model["function"]
-
-
 def predict_images(model, images, image_size, batch_size=64, flip=False):
     """Class or tag probabilities (n, n_outputs) of paths or RGB arrays, each prepared as in training
     (animeml.core.images); `flip` averages them with those of the mirrored images (test-time augmentation)."""
-    forward = compiled_forward_pass(model)
+    forward = trainer.forward_pass(model)
     outputs = []
     for i in range(0, len(images), batch_size):
         batch = image_batch(images[i:i + batch_size], image_size)

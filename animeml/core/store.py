@@ -41,15 +41,17 @@ def save_model(model, path, sidecar=None, run=None):
     # .h5 is the format the pipeline's users expect: Keras' "legacy HDF5" warning on each save tells them nothing.
     absl_log = logging.getLogger("absl")
     level = absl_log.level
-    absl_log.setLevel(logging.ERROR)
-    with atomic_path(path) as tmp:
-        h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
-        try:
-            model.save(h5)
-            h5.replace(tmp)
-        finally:
-            h5.unlink(missing_ok=True)
-            absl_log.setLevel(level)
+    try:
+        absl_log.setLevel(logging.ERROR)
+        with atomic_path(path) as tmp:
+            h5 = tmp.with_suffix(".h5")  # Keras picks the file format from the suffix
+            try:
+                model.save(h5)
+                h5.replace(tmp)
+            finally:
+                h5.unlink(missing_ok=True)
+    finally:
+        absl_log.setLevel(level)
     if sidecar is not None or run is not None:
         write_sidecar(path, {**(sidecar or {}), **({"run": run} if run is not None else {})})
 

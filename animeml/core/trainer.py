@@ -241,3 +241,16 @@ def start(seed=42, deterministic=False, strategy="auto", mixed_precision=None):
     chosen = make_strategy(strategy)
     print(describe(chosen, on))
     return chosen
+
+
+_last_forward_pass = {}  # the last model forward_pass compiled: {"model": ..., "function": ...}
+
+
+def forward_pass(model):
+    """`model(x)` (inference) as one graph for any number of images. Keras' `predict_on_batch` traces its graph
+    again (about a second on a CPU) for the second batch size it meets, such as a run's last, shorter chunk."""
+    if _last_forward_pass.get("model") is not model:
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        _last_forward_pass.update(model=model, function=tf.function(lambda x: model(x, training=False),
+                                                                    input_signature=[spec]))
+    return _last_forward_pass["function"]
