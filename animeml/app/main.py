@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -184,7 +183,7 @@ def create_app(state=None):
         if state.tagger is None:
             return page(request, "tags.html", "tags", threshold=threshold, status_code=503)
         from animeml.characters.classifier import predict_images
-        from animeml.characters.tags import chosen_tags
+        from animeml.characters.tags import chosen_tags, tag_thresholds
 
         try:
             chosen = parse_threshold(threshold)
@@ -194,9 +193,8 @@ def create_app(state=None):
         model, sidecar = state.tagger
         # predicted and decoded as tag_images.py does, the way its thresholds were tuned
         probabilities = predict_images(model, [rgb], sidecar["image_size"], flip=sidecar.get("flip", False))
-        cut = dict(zip(sidecar["labels"], np.broadcast_to(sidecar["thresholds"] if chosen is None else chosen,
-                                                          len(sidecar["labels"]))))
-        found = [{"tag": tag, "confidence": score, "threshold": float(cut[tag])}
+        cut = tag_thresholds(sidecar, chosen)
+        found = [{"tag": tag, "confidence": score, "threshold": cut[tag]}
                  for tag, score in chosen_tags(probabilities, sidecar, chosen)[0]]
         caption = describe(state.captioner, rgb) if state.captioner else None
         return page(request, "tags.html", "tags", tags=found, caption=caption, threshold=threshold,

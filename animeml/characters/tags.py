@@ -129,6 +129,13 @@ def one_per_group(probabilities, groups):
     return scores
 
 
+def tag_thresholds(sidecar, threshold=None):
+    """{tag: threshold} of a tagger: its sidecar's tuned ones, or one `threshold` for every tag."""
+    labels = list(sidecar["labels"])
+    return dict(zip(labels, np.broadcast_to(sidecar["thresholds"] if threshold is None else threshold,
+                                            len(labels)).tolist()))
+
+
 def chosen_tags(probabilities, sidecar, threshold=None):
     """The tags a tagger names for each row of `probabilities` (predicted as its sidecar's "flip" says), decoded as
     its thresholds were tuned on validation: within each of the sidecar's "exclusive_groups" only the best tag
@@ -137,8 +144,8 @@ def chosen_tags(probabilities, sidecar, threshold=None):
     labels = list(sidecar["labels"])
     groups = [[labels.index(tag) for tag in group] for group in sidecar.get("exclusive_groups", [])]
     scores = one_per_group(probabilities, groups)
-    cut = np.broadcast_to(sidecar["thresholds"] if threshold is None else threshold, len(labels))
-    return [[(labels[j], float(row[j])) for j in np.argsort(-row, kind="stable") if row[j] >= cut[j]]
+    cut = tag_thresholds(sidecar, threshold)
+    return [[(labels[j], float(row[j])) for j in np.argsort(-row, kind="stable") if row[j] >= cut[labels[j]]]
             for row in scores]
 
 
