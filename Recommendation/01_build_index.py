@@ -4,8 +4,8 @@
     python Recommendation/01_build_index.py --model use      # Universal Sentence Encoder v3 (512-d, numpy only)
 
 Reads data/raw/anime.csv. Writes to --out-dir (data/recommendation/): synopsis.faiss (inner product of
-L2-normalised vectors = cosine), synopsis_ids.npy, catalogue.parquet (the cleaned table, so that a query does not
-parse the CSV again) and franchises.csv (the franchise key derived from each title, see animeml/recommendation.py).
+L2-normalised vectors = cosine), synopsis_ids.npy, catalogue.parquet (the cleaned table, so that nothing parses
+the CSV again), catalogue_columns.json (the columns a query scores with, read without pandas) and franchises.csv (the franchise key derived from each title, see animeml/recommendation.py).
 Anime without a synopsis stay out of the index and get metadata-only recommendations. The metadata features are
 cheap and are rebuilt from the catalogue when the recommender loads.
 """
@@ -30,7 +30,8 @@ def main(argv=None):
 
     from animeml.core.embeddings import embed_texts
     from animeml.core.io import PipelineError, write_csv
-    from animeml.core.table import franchise_key, read_anime_table
+    from animeml.core.fields import franchise_key
+    from animeml.core.table import read_anime_table
     from animeml.recommendation import save_index
 
     out_dir = cli.out_dir(args, paths.recommendation_dir())

@@ -39,7 +39,7 @@ def main(argv=None):
     favorites = Favorites(db)  # a broken file is reported before the catalogue loads
     rec = load_recommender(args.csv, args.index_dir or paths.recommendation_dir())
     row, _ = rec.match_title(args.title)
-    anime_id, name = int(rec.table.at[row, "anime_id"]), rec.table.at[row, "name"]
+    anime_id, name = int(rec.columns["anime_id"][row]), rec.name(row)
     done = favorites.add(anime_id, name) if args.action == "add" else favorites.remove(anime_id)
     favorites.close()
     if done:

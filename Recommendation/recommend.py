@@ -31,8 +31,6 @@ def main(argv=None):
     parser.add_argument("--index-dir", type=Path, help="folder of the index (default: data/recommendation)")
     args = cli.parse(parser, argv)
 
-    import pandas as pd
-
     from animeml.core.io import PipelineError
     from animeml.recommendation import Favorites, load_recommender
 
@@ -46,24 +44,19 @@ def main(argv=None):
     if args.title:
         row, match = rec.match_title(args.title)
         rows = [row]
-        print(f"{rec.table.at[row, 'name']} (anime_id {rec.table.at[row, 'anime_id']}"
+        print(f"{rec.name(row)} (anime_id {rec.columns['anime_id'][row]}"
               f"{'' if match == 100 else f', fuzzy match {match:.0f}'})")
     else:
-        rows = rec.row_of.reindex(favorites["anime_id"]).dropna().astype(int).tolist()
+        rows = [rec.row_of[i] for i in favorites["anime_id"] if i in rec.row_of]
         if not rows:
             raise PipelineError(f"no favourites in {db} are in the catalogue; add some with "
                                 f"Recommendation/favorites.py add TITLE")
-        print(f"favourites ({len(rows)}): {'; '.join(rec.table.loc[rows, 'name'])}")
+        print(f"favourites ({len(rows)}): {'; '.join(rec.name(r) for r in rows)}")
 
     result = rec.recommend(rows, args.alpha)
     franchises = set(rec.franchise[rows]) if args.exclude_franchise else ()
     top = rec.top(result.scores, args.k, exclude_rows=rows, exclude_franchises=franchises)
-    shown = rec.table_of(top, result)
-    if args.favorites:
-        shown["because_of"] = rec.table.loc[result.closest[top], "name"].to_numpy()
-    with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-        print(shown.to_string(index=False))
-
+    print(cli.text_table(rec.table_of(top, result, because_of=args.favorites)))
 
 if __name__ == "__main__":
     cli.run(main)

@@ -17,7 +17,7 @@ from animeml.core.backbones import BACKBONES, build_backbone
 from animeml.core.feature_cache import backbone_features
 from animeml.core.io import PipelineError
 from animeml.core.images import image_dataset
-from animeml.core.table import split_list
+from animeml.core.fields import split_list
 from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
 from animeml.core.paths import genres_dir

@@ -18,11 +18,17 @@ count of the anime that have each of the query's items; one query is a few such 
 with the synopsis vectors of the FAISS index (every cosine is needed for the blend, so an exhaustive product beats a
 k-nearest search) and array arithmetic.
 
+A query reads only the columns it scores with (`catalogue_columns.json`, written beside the index) and never
+imports pandas, which takes longer to import than the rest of a query; the whole table (`catalogue.parquet`) is
+read when details, search or the evaluation ask for it.
+
 Franchise: the table has no franchise column, so `franchise_key` derives one from the romaji title: the part
 before the first ":" or " - " (the subtitle), without parentheses, punctuation, numbers, roman numerals and words
 such as season / movie / OVA / specials / recap ("Shingeki no Kyojin Season 2" -> "shingeki no kyojin"); when
 the part before ":" is shorter than 4 letters ("Re:Zero ...", "AU: ...") the whole title is kept instead.
 """
+import json
+import math
 import sqlite3
 import statistics
 import unicodedata
@@ -31,11 +37,10 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from rapidfuzz import fuzz, process, utils
 
+from animeml.core.fields import franchise_key, split_list
 from animeml.core.io import PipelineError, atomic_path
-from animeml.core.table import franchise_key, split_list
 
 ALPHA = 0.5  # weight of the metadata part of the hybrid score; 1 - ALPHA goes to the synopsis cosine
 SET_WEIGHTS = {"genres": 3.0, "studios": 1.0, "producers": 0.5, "type": 0.5, "source": 0.5}
@@ -45,7 +50,10 @@ MIN_SHARED_WEIGHT = 4.0  # = genres + score: the evidence needed for a similarit
 MATCH_THRESHOLD = 88  # rapidfuzz ratio (0-100) above which a non-exact title is taken as a typo of a real one
 NAME_COLUMNS = ["name", "english_name", "other_name"]
 BUILD_STEP = "Recommendation/01_build_index.py"
-INDEX_FILE, IDS_FILE, CATALOGUE_FILE = "synopsis.faiss", "synopsis_ids.npy", "catalogue.parquet"
+TEXT_COLUMNS = NAME_COLUMNS + list(SET_WEIGHTS)  # genres is a set field; score a number field
+QUERY_COLUMNS = ["anime_id"] + TEXT_COLUMNS + list(NUMBER_WEIGHTS)
+INDEX_FILE, IDS_FILE = "synopsis.faiss", "synopsis_ids.npy"
+CATALOGUE_FILE, COLUMNS_FILE = "catalogue.parquet", "catalogue_columns.json"
 
 
 class TitleNotFound(PipelineError):
@@ -66,18 +74,19 @@ class Recommendation:
 
 
 class Recommender:
-    """The catalogue as arrays: multi-hot set fields, scaled numbers, and the synopsis embeddings."""
+    """The catalogue as arrays: item sets, scaled numbers, and the synopsis embeddings. `columns` holds the
+    QUERY_COLUMNS (`query_columns`); `table` is the whole catalogue as a DataFrame, or a function that reads it
+    when first asked (a query never does)."""
 
-    def __init__(self, table, text_ids, text_vectors):
-        self.table = table.reset_index(drop=True)
-        for col in NAME_COLUMNS + ["genres"]:
-            self.table[col] = self.table[col].astype("string")  # an all-missing column would be float
-        self.n = len(self.table)
-        self.row_of = pd.Series(np.arange(self.n), index=self.table["anime_id"])
-        self.sets = {field: ItemSets(self.table[field]) for field in SET_WEIGHTS}
+    def __init__(self, columns, text_ids, text_vectors, table):
+        self.columns = columns
+        self._table = table
+        self.n = len(columns["anime_id"])
+        self.row_of = {int(anime_id): row for row, anime_id in enumerate(columns["anime_id"])}
+        self.sets = {field: ItemSets(columns[field]) for field in SET_WEIGHTS}
         self.numbers, self.spans, self.present = {}, {}, {}
         for field in NUMBER_WEIGHTS:
-            values = pd.to_numeric(self.table[field], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            values = columns[field]
             self.numbers[field] = np.log1p(values) if field in LOG_SCALE else values
             finite = self.numbers[field][np.isfinite(self.numbers[field])]
             self.spans[field] = max(float(finite.max() - finite.min()), 1e-9) if len(finite) else 1.0
@@ -86,25 +95,43 @@ class Recommender:
         for field in NUMBER_WEIGHTS:
             self.present[field] = np.isfinite(self.numbers[field]).astype(np.float64)
 
-        known = np.isin(np.asarray(text_ids), self.table["anime_id"])
+        text_ids = np.asarray(text_ids)
+        known = np.array([int(i) in self.row_of for i in text_ids], dtype=bool)
         self.vectors = np.ascontiguousarray(np.asarray(text_vectors, dtype=np.float32)[known])
-        self.text_rows = self.row_of[np.asarray(text_ids)[known]].to_numpy()
+        self.text_rows = np.array([self.row_of[int(i)] for i in text_ids[known]], dtype=np.int64)
         self.text_position = np.full(self.n, -1)
         self.text_position[self.text_rows] = np.arange(len(self.text_rows))
+
+    @classmethod
+    def from_table(cls, table, text_ids, text_vectors):
+        """The recommender over a cleaned anime table (`read_anime_table`)."""
+        table = table.reset_index(drop=True)
+        return cls(query_columns(table), text_ids, text_vectors, table)
+
+    @cached_property
+    def table(self):
+        """The whole catalogue (every column) as a DataFrame, the name and genre columns as strings."""
+        table = self._table() if callable(self._table) else self._table
+        for col in TEXT_COLUMNS:
+            table[col] = table[col].astype("string")  # an all-missing column would be float
+        return table
+
+    def name(self, row):
+        return self.columns["name"][row]
 
     # Derived only when a query needs them: a single recommendation never looks at franchises or genre sets.
     @cached_property
     def franchise(self):
-        return self.table["name"].map(franchise_key).to_numpy()
+        return np.array([franchise_key(name) for name in self.columns["name"]], dtype=object)
 
     @cached_property
     def genre_sets(self):
-        return self.table["genres"].map(lambda g: frozenset(split_list(g))).to_numpy()
+        return np.array([frozenset(split_list(g)) for g in self.columns["genres"]], dtype=object)
 
     @cached_property
     def titles(self):
         return [(unicodedata.normalize("NFKC", t), row) for col in NAME_COLUMNS
-                for row, t in enumerate(self.table[col].to_numpy(dtype=object, na_value=None)) if isinstance(t, str)]
+                for row, t in enumerate(self.columns[col]) if isinstance(t, str)]
 
     @classmethod
     def load(cls, table, index_dir):
@@ -112,7 +139,10 @@ class Recommender:
         written by Recommendation/01_build_index.py. A missing, corrupt or mismatched file is one line naming it
         and that step; nothing is written."""
         ids, vectors = read_index(index_dir)
-        return cls(read_catalogue(index_dir) if table is None else table, ids, vectors)
+        if table is not None:
+            return cls.from_table(table, ids, vectors)
+        columns = read_columns(index_dir)
+        return cls(columns, ids, vectors, lambda: read_catalogue(index_dir, columns["anime_id"]))
 
     # --- similarities for the whole catalogue ----------------------------------------------------------
 
@@ -174,14 +204,20 @@ class Recommender:
         best = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
         return best[np.lexsort((best, -scores[best]))]
 
-    def table_of(self, rows, result):
-        """The recommendations as a printable table with both component scores."""
-        shown = self.table.loc[rows, ["anime_id", "name", "genres", "score"]].fillna({"genres": ""})
-        shown.insert(0, "rank", np.arange(1, len(rows) + 1))
-        shown["hybrid"] = result.scores[rows].round(3)
-        shown["metadata_sim"] = result.metadata[rows].round(3)
-        shown["synopsis_cos"] = result.text[rows].round(3)
-        return shown.reset_index(drop=True)
+    def table_of(self, rows, result, because_of=False):
+        """The recommendations as records (one dict per row) with both component scores, and with `because_of`
+        the favourite each is recommended because of."""
+        records = []
+        for rank, row in enumerate(rows, 1):
+            record = {"rank": rank, "anime_id": int(self.columns["anime_id"][row]), "name": self.name(row),
+                      "genres": self.columns["genres"][row] or "", "score": float(self.columns["score"][row]),
+                      "hybrid": round(float(result.scores[row]), 3),
+                      "metadata_sim": round(float(result.metadata[row]), 3),
+                      "synopsis_cos": round(float(result.text[row]), 3)}
+            if because_of:
+                record["because_of"] = self.name(result.closest[row])
+            records.append(record)
+        return records
 
     # --- titles, search and details -------------------------------------------------------------------
 
@@ -204,7 +240,7 @@ class Recommender:
         found = []
         for _, _, i in process.extract(query, names, scorer=fuzz.token_set_ratio, processor=utils.default_process,
                                        limit=limit * 5):
-            name = self.table.at[self.titles[i][1], "name"]
+            name = self.name(self.titles[i][1])
             if name not in found:
                 found.append(name)
         return found[:limit]
@@ -241,8 +277,9 @@ class ItemSets:
 
     def __init__(self, column):
         rows, codes, vocabulary = [], [], {}
-        given = column.notna().to_numpy()  # most fields are missing for most anime
-        for row, text in zip(np.flatnonzero(given), column[given].to_numpy(dtype=object)):
+        for row, text in enumerate(column):
+            if text is None:  # most fields are missing for most anime
+                continue
             for item in set(split_list(text)):
                 rows.append(row)
                 codes.append(vocabulary.setdefault(item, len(vocabulary)))
@@ -280,7 +317,7 @@ def python_items(rec):
     vectors = {int(r): rec.vectors[p].tolist() for p, r in enumerate(rec.text_rows)}
     items = []
     for row in range(rec.n):
-        item = {f: set(split_list(rec.table.at[row, f])) for f in SET_WEIGHTS}
+        item = {f: set(split_list(rec.columns[f][row])) for f in SET_WEIGHTS}
         item.update({f: None if np.isnan(rec.numbers[f][row]) else float(rec.numbers[f][row])
                      for f in NUMBER_WEIGHTS})
         item["vector"] = vectors.get(row)
@@ -324,8 +361,8 @@ def _minmax_list(values, row):
 
 def franchise_queries(rec):
     """Rows whose franchise has at least one other entry in the table: the evaluation queries."""
-    counts = pd.Series(rec.franchise).value_counts()
-    return np.flatnonzero(pd.Series(rec.franchise).map(counts).to_numpy() > 1)
+    _, franchise_of, sizes = np.unique(rec.franchise.astype(str), return_inverse=True, return_counts=True)
+    return np.flatnonzero(sizes[franchise_of] > 1)
 
 
 def evaluate(rec, queries, k=10, alpha=ALPHA, seed=0):
@@ -334,12 +371,13 @@ def evaluate(rec, queries, k=10, alpha=ALPHA, seed=0):
     Methods: hybrid, metadata only, synopsis only (queries with a synopsis), most members overall (popularity:
     it never sees the franchise), and k random anime. Each leaves out only the query itself.
     """
+    import pandas as pd
+    from tqdm import tqdm
+
     rng = np.random.default_rng(seed)
     members = pd.to_numeric(rec.table["post_members"], errors="coerce").fillna(-1).to_numpy()
     popular = np.argsort(-members, kind="stable")[:k + 1]
     rows = []
-    from tqdm import tqdm
-
     for row in tqdm(queries, desc="evaluate", unit="query"):
         metadata, text = rec.metadata_similarity(row), rec.text_similarity(row)
         ranked = {
@@ -351,7 +389,7 @@ def evaluate(rec, queries, k=10, alpha=ALPHA, seed=0):
         if rec.text_position[row] >= 0:
             ranked["synopsis only"] = rec.top(rec.hybrid(row, 0.0, metadata, text), k, [row])
         for method, top in ranked.items():
-            rows.append({"anime_id": rec.table.at[row, "anime_id"], "method": method,
+            rows.append({"anime_id": rec.columns["anime_id"][row], "method": method,
                          "has_synopsis": rec.text_position[row] >= 0,
                          "hit": bool((rec.franchise[top] == rec.franchise[row]).any()),
                          "genre_jaccard": genre_jaccard(rec.genre_sets[row], rec.genre_sets[top])})
@@ -417,6 +455,8 @@ class Favorites:
             return self.db.execute("DELETE FROM favorites WHERE anime_id = ?", (int(anime_id),)).rowcount == 1
 
     def list(self):
+        import pandas as pd
+
         try:
             rows = self.db.execute("SELECT anime_id, name, added_at FROM favorites ORDER BY added_at, anime_id")
             return pd.DataFrame(rows.fetchall(), columns=["anime_id", "name", "added_at"])
@@ -444,6 +484,10 @@ def save_index(directory, ids, vectors, table=None):
     if table is not None:
         with atomic_path(Path(directory) / CATALOGUE_FILE) as tmp:
             table.reset_index(drop=True).to_parquet(tmp, index=False)
+        columns = {name: [None if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
+                   for name, values in query_columns(table).items()}
+        with atomic_path(Path(directory) / COLUMNS_FILE) as tmp:
+            tmp.write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
 
 
 def read_index(directory):
@@ -481,9 +525,10 @@ def load_recommender(csv, index_dir):
     import sys
 
     from animeml.core.paths import raw_csv
-    from animeml.core.table import read_anime_table
 
     if csv is not None:
+        from animeml.core.table import read_anime_table
+
         return Recommender.load(read_anime_table(csv), index_dir)
     catalogue, raw = Path(index_dir) / CATALOGUE_FILE, raw_csv()
     if catalogue.is_file() and raw.is_file() and raw.stat().st_mtime > catalogue.stat().st_mtime:
@@ -492,14 +537,51 @@ def load_recommender(csv, index_dir):
     return Recommender.load(None, index_dir)
 
 
-def read_catalogue(directory):
-    """The cleaned anime table saved with the index (`catalogue.parquet`); one line naming it when it is missing
-    or corrupt."""
+def query_columns(table):
+    """The QUERY_COLUMNS of a cleaned anime table as arrays: ids, text (None where missing), numbers (NaN)."""
+    import pandas as pd
+
+    columns = {"anime_id": table["anime_id"].to_numpy(dtype=np.int64)}
+    for col in TEXT_COLUMNS:
+        columns[col] = table[col].astype("string").to_numpy(dtype=object, na_value=None)
+    for col in NUMBER_WEIGHTS:
+        columns[col] = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return columns
+
+
+def read_columns(directory):
+    """The query columns saved with the index (`catalogue_columns.json`); one line naming the file and the step
+    that rebuilds it when it is missing, corrupt or incomplete."""
+    path = Path(directory) / COLUMNS_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run {BUILD_STEP} (or give the table with --csv)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        columns = {"anime_id": np.asarray(saved["anime_id"], dtype=np.int64)}
+        columns.update({col: np.asarray(saved[col], dtype=object) for col in TEXT_COLUMNS})
+        columns.update({col: np.asarray(saved[col], dtype=np.float64) for col in NUMBER_WEIGHTS})
+        if columns["anime_id"].ndim != 1 or len({len(values) for values in columns.values()}) != 1:
+            raise ValueError("columns of different lengths")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise PipelineError(f"{path} is not a readable table of catalogue columns ({type(err).__name__}); rebuild "
+                            f"it with {BUILD_STEP}") from None
+    return columns
+
+
+def read_catalogue(directory, anime_ids=None):
+    """The cleaned anime table saved with the index (`catalogue.parquet`); one line naming it when it is missing,
+    corrupt, or lists other anime than `anime_ids` (those of the query columns saved with it)."""
+    import pandas as pd
+
     path = Path(directory) / CATALOGUE_FILE
     if not path.is_file():
         raise PipelineError(f"{path} not found; run {BUILD_STEP} (or give the table with --csv)")
     try:
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
     except Exception as err:  # noqa: BLE001  (pyarrow's errors for a truncated or foreign file vary)
         raise PipelineError(f"{path} is not a readable Parquet table ({type(err).__name__}); rebuild it with "
                             f"{BUILD_STEP}") from None
+    if anime_ids is not None and (len(table) != len(anime_ids) or (table["anime_id"] != anime_ids).any()):
+        raise PipelineError(f"{path} lists other anime than {COLUMNS_FILE} beside it; rebuild both with "
+                            f"{BUILD_STEP}")
+    return table

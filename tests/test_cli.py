@@ -85,3 +85,12 @@ def test_tensorflow_start_up_lines_only_with_verbose(verbose):
     assert done.returncode == 0 and done.stdout.strip() == "4"
     assert ("oneDNN" in done.stderr) == verbose, done.stderr
     assert "python stderr" in done.stderr  # stderr is back after the import
+
+
+def test_text_table_aligns_numbers_right_and_cuts_long_text():
+    records = [{"rank": 1, "name": "Cowboy Bebop", "score": 8.75}, {"rank": 10, "name": "x" * 50, "score": None}]
+    lines = cli.text_table(records, max_width=20).splitlines()
+    assert lines[0].split() == ["rank", "name", "score"]
+    assert lines[1].startswith("   1 Cowboy Bebop") and lines[1].endswith("8.75")
+    assert lines[2].startswith("  10 " + "x" * 17 + "...")
+    assert cli.text_table([]) == ""

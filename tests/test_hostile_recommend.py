@@ -124,21 +124,32 @@ def text_ids(path):
     np.save(path, np.array(["one", "two", "three", "five", "six"]))
 
 
-@pytest.mark.parametrize("name, damage, fragment", [
-    ("synopsis.faiss", truncate, "not a readable FAISS index"),
-    ("synopsis_ids.npy", wrong_length_ids, "do not belong together"),
-    ("synopsis_ids.npy", text_ids, "whole-number anime ids"),
-    ("synopsis_ids.npy", truncate, "not a readable .npy file"),
-    ("catalogue.parquet", truncate, "not a readable Parquet table"),
+def drop_last_row(path):
+    pd.read_parquet(path).iloc[:-1].to_parquet(path, index=False)
+
+
+EVERY_READER = ["recommend", "search", "evaluate"]
+WHOLE_TABLE_READERS = ["search", "evaluate"]  # a --title query reads the query columns alone
+
+
+@pytest.mark.parametrize("name, damage, fragment, readers", [
+    ("synopsis.faiss", truncate, "not a readable FAISS index", EVERY_READER),
+    ("synopsis_ids.npy", wrong_length_ids, "do not belong together", EVERY_READER),
+    ("synopsis_ids.npy", text_ids, "whole-number anime ids", EVERY_READER),
+    ("synopsis_ids.npy", truncate, "not a readable .npy file", EVERY_READER),
+    ("catalogue_columns.json", truncate, "not a readable table of catalogue columns", EVERY_READER),
+    ("catalogue.parquet", truncate, "not a readable Parquet table", WHOLE_TABLE_READERS),
+    ("catalogue.parquet", drop_last_row, "lists other anime than catalogue_columns.json", WHOLE_TABLE_READERS),
 ])
-def test_a_damaged_index_names_the_file_and_the_step_and_stays_as_it_is(data, name, damage, fragment):
+def test_a_damaged_index_names_the_file_and_the_step_and_stays_as_it_is(data, name, damage, fragment, readers):
     path = data / "recommendation" / name
     damage(path)
     before = digest(path)
-    for args in (["Recommendation/recommend.py", "--title", "Star Hunters"],
-                 ["Recommendation/search.py", "--name", "star"],
-                 ["Recommendation/02_evaluate.py"]):
-        status, _, err = run_script(*args)
+    commands = {"recommend": ["Recommendation/recommend.py", "--title", "Star Hunters"],
+                "search": ["Recommendation/search.py", "--name", "star"],
+                "evaluate": ["Recommendation/02_evaluate.py"]}
+    for reader in readers:
+        status, _, err = run_script(*commands[reader])
         assert_one_error_line(status, err, str(path), fragment, REBUILD)
         assert digest(path) == before
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from animeml.core import paths
+from animeml.core.fields import franchise_key
 from animeml.core.table import read_anime_table
 from animeml.recommendation import (Favorites, Recommender, TitleNotFound, evaluate, franchise_queries, hybrid_loop, python_items)
-from animeml.core.table import franchise_key
 
 SPACE = "Bounty hunters Spike and Jet chase criminals across the solar system aboard their spaceship."
 ROWS = [  # anime_id, Name, Genres, Episodes, Score, Type, Studios, Duration, Premiered, Synopsis, Members
@@ -98,6 +98,14 @@ def test_sequel_ranks_above_unrelated_titles(rec):
     # metadata alone also finds them, and the synopsis cosine of a sequel beats that of an unrelated show
     assert result.text[rec.row_of[2]] > result.text[rec.row_of[4]]
     assert rec.recommend([row], alpha=1.0).metadata[rec.row_of[3]] > result.metadata[rec.row_of[12]]
+
+
+def test_the_saved_query_columns_recommend_as_the_table_does(rec, data_dir):
+    saved = Recommender.load(None, data_dir / "recommendation")  # what recommend.py loads: no pandas
+    assert saved.row_of == rec.row_of
+    for row in range(rec.n):
+        np.testing.assert_array_equal(saved.hybrid(row), rec.hybrid(row))
+    assert saved.table["anime_id"].tolist() == rec.table["anime_id"].tolist()  # the whole table, when asked
 
 
 def test_anime_without_synopsis_gets_metadata_recommendations(rec):

@@ -1,5 +1,5 @@
 """A recommend.py query stays light: the set-field Jaccard equals the sparse-matrix product it replaced, and a query
-process loads none of scipy, scikit-learn, TensorFlow or torch."""
+process loads none of scipy, scikit-learn, TensorFlow, torch, pandas or pyarrow."""
 import json
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import sparse
 
 from animeml.core.paths import ROOT
-from animeml.core.table import split_list
+from animeml.core.fields import split_list
 from animeml.recommendation import ItemSets, save_index
 
 
@@ -41,7 +41,7 @@ QUERY = """
 import json, runpy, sys
 main = runpy.run_path(sys.argv[1], run_name="query")["main"]
 main(["--title", "Star Hunters", "-k", "2", "--index-dir", sys.argv[2]])
-heavy = ["scipy", "sklearn", "tensorflow", "keras", "torch", "sentence_transformers"]
+heavy = ["scipy", "sklearn", "tensorflow", "keras", "torch", "sentence_transformers", "pandas", "pyarrow"]
 print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
 """
 

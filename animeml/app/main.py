@@ -100,9 +100,9 @@ def create_app(state=None):
     @app.get("/anime/{anime_id}", response_class=HTMLResponse)
     def details(request: Request, anime_id: int):
         rec = state.recommender
-        if rec is None or anime_id not in rec.row_of.index:
+        if rec is None or anime_id not in rec.row_of:
             return message(request, "anime", f"no anime with id {anime_id} in the table", 404)
-        row = int(rec.row_of[anime_id])
+        row = rec.row_of[anime_id]
         fields = rec.details(row)
         favourite = anime_id in set(favorites_table()["anime_id"])
         return page(request, "details.html", "anime", anime_id=anime_id, fields=fields.to_dict(),
@@ -120,10 +120,10 @@ def create_app(state=None):
     @app.post("/favorites/add")
     def favorite_add(request: Request, anime_id: int = Form(...), back: str = Form("")):
         rec = state.recommender
-        if rec is None or anime_id not in rec.row_of.index:
+        if rec is None or anime_id not in rec.row_of:
             return message(request, "favorites", f"no anime with id {anime_id} in the table", 404)
         with favorites() as db:
-            db.add(anime_id, rec.table.at[int(rec.row_of[anime_id]), "name"])
+            db.add(anime_id, rec.name(rec.row_of[anime_id]))
         return RedirectResponse(local(back) or f"/anime/{anime_id}", status_code=303)
 
     @app.post("/favorites/remove")
@@ -230,15 +230,13 @@ def favorites_table():
 def recommend_for(rec, anime_ids, k, exclude_franchise):
     """Top-k hybrid recommendations for the favourites (both component scores, and the favourite each is
     recommended because of), the same calls as recommend.py --favorites."""
-    rows = [int(rec.row_of[i]) for i in anime_ids if i in rec.row_of.index]
+    rows = [rec.row_of[i] for i in anime_ids if i in rec.row_of]
     if not rows:
         return []
     result = rec.recommend(rows)
     excluded = set(rec.franchise[rows]) if exclude_franchise else ()
     top = rec.top(result.scores, k, exclude_rows=rows, exclude_franchises=excluded)
-    shown = rec.table_of(top, result)
-    shown["because_of"] = rec.table.loc[result.closest[top], "name"].to_numpy()
-    return shown.to_dict("records")
+    return rec.table_of(top, result, because_of=True)
 
 
 def describe(captioner, rgb):

@@ -5,7 +5,8 @@ import pandas as pd
 
 from animeml.core import paths
 from animeml.core.io import PipelineError
-from animeml.core.table import read_anime_table, split_list
+from animeml.core.fields import split_list
+from animeml.core.table import read_anime_table
 
 STEP_TABLE = "python AnimeScorePredictionAllParameters/01_fetch_metadata.py --csv ../shared/data/mal/anime-dataset-2023.csv"
 STEP_CHARACTERS = "python CharacterTagging/02_train_characters.py"
@@ -77,7 +78,7 @@ class AppState:
                 self.recommender = Recommender.load(table, paths.recommendation_dir())
                 self.has_index = True
             except PipelineError as err:  # search still works; the message names the file and the step
-                self.recommender = Recommender(table, np.zeros(0, np.int64), np.zeros((0, 1), np.float32))
+                self.recommender = Recommender.from_table(table, np.zeros(0, np.int64), np.zeros((0, 1), np.float32))
                 self.missing["recommend"] = str(err)
         self.genres = sorted({g for text in (table["genres"] if self.recommender else []) for g in split_list(text)})
         self.posters = read_posters()

@@ -165,6 +165,26 @@ def deprecated(old, new):
     return Deprecated
 
 
+def text_table(records, max_width=40):
+    """Records (dicts with the same keys) as aligned columns under a header, as pandas prints a frame without its
+    index: numbers right-aligned, text left-aligned and cut to `max_width` characters."""
+    if not records:
+        return ""
+    columns = list(records[0])
+
+    def cell(value):
+        text = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        return text if len(text) <= max_width else text[:max_width - 3] + "..."
+
+    cells = [[cell(record[col]) for col in columns] for record in records]
+    numeric = [all(isinstance(record[col], (int, float)) for record in records) for col in columns]
+    widths = [max(len(col), *(len(row[i]) for row in cells)) for i, col in enumerate(columns)]
+
+    def line(values):
+        return " ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric)).rstrip()
+    return "\n".join([line(columns)] + [line(row) for row in cells])
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
     return _bounded(text, int, lambda v: v >= 1, "an integer >= 1")

@@ -1,7 +1,6 @@
-"""The anime table: the Kaggle "Anime Dataset 2023" layout read and cleaned, posters joined to it, franchise keys."""
+"""The anime table: the Kaggle "Anime Dataset 2023" layout read and cleaned, posters joined to it."""
 import re
 import sys
-import unicodedata
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -211,13 +210,6 @@ def clean_table(kaggle):
     return df
 
 
-def split_list(text):
-    """'Action, Sci-Fi' -> ['Action', 'Sci-Fi']; missing -> []."""
-    if not isinstance(text, str):
-        return []
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def read_anime_table(path):
     """`data/raw/anime.csv` (or any Kaggle 2023 file) as the cleaned, typed table."""
     return clean_table(read_kaggle_csv(path))
@@ -269,24 +261,3 @@ def read_merged(path):
     for col in ["episodes"] + POST_RELEASE_COLUMNS:
         df[col] = df[col].astype("Int64")
     return df
-
-
-# --- franchises ------------------------------------------------------------------------------------------
-
-FRANCHISE_NOISE = re.compile(
-    r"\b(\d+|\d+(st|nd|rd|th)|i{1,3}|iv|vi{0,3}|ix|x|season|seasons|part|cour|movie|movies|the movie|film|ova|"
-    r"ona|oad|tv|special|specials|recap|recaps|picture drama|omake|gekijouban|final|second|third|"
-    r"new|series|edition)\b")
-
-
-def franchise_key(name):
-    """A normalised title stem shared by the seasons, movies and OVAs of one series."""
-    text = unicodedata.normalize("NFKC", str(name)).casefold()
-    full = re.sub(r"[^\w]+", " ", text).strip()
-    for part in (re.split(r":| - ", text)[0], text):
-        stem = re.sub(r"\([^)]*\)", " ", part)
-        stem = re.sub(r"[^\w]+", " ", stem).replace("_", " ")
-        stem = re.sub(r"\s+", " ", FRANCHISE_NOISE.sub(" ", stem)).strip()
-        if len(stem) >= 4:
-            return stem
-    return stem or full

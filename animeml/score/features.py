@@ -38,8 +38,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from animeml.core import paths
 from animeml.core.embeddings import embed_texts
-from animeml.core.table import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table, split_list
-from animeml.core.table import franchise_key
+from animeml.core.fields import franchise_key, split_list
+from animeml.core.table import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table
 from animeml.core.splits import load_or_make_split
 
 SPLIT_SEED = 42
