@@ -145,6 +145,9 @@ def test_step_02_trains_on_a_split_file_and_reports_held_out_characters(tmp_path
     sidecar = json.loads(model.with_suffix(".json").read_text())
     assert sidecar["labels"] == ["aqua", "blue", "green"] and sidecar["image_size"] == 32
     assert sidecar["held_out"] == ["red"] and 0 <= sidecar["unknown_threshold"] <= 1
+    from animeml.report.results import character_rows
+    row = next(row for row in character_rows(tmp_path / "data") if "`set20_held_out`" in row[0])
+    assert "efficientnet_lite0 top-1" in row[1] and "4 faces of unseen characters named" in row[1]
 
     # The saved model (backbone up to block5c, the rest in the head) names crops from outside.
     crops = tmp_path / "crops"

@@ -35,6 +35,7 @@ def figure(path, title):
 def tiny_run(root):
     """Outputs of a tiny run of the score, characters, tags and recommendation steps in `root` (genres and the
     score analysis are left unrun)."""
+    from animeml.characters.classifier import scores_with_intervals
     from animeml.core.io import write_csv, write_json
     from animeml.core.metrics import metrics_table, write_tables
     from animeml.core.runs import RunRecord
@@ -58,16 +59,29 @@ def tiny_run(root):
     write_json({"kind": "vision", "backbone": "efficientnet_lite0", "image_size": [192, 192]},
                root / "models" / "anime_vision_only_model.json")  # an older sidecar: no run record
 
-    write_csv(pd.DataFrame([{"model": "majority class", "image_size": None, "accuracy": 0.209, "macro_f1": None},
-                            {"model": "small_cnn", "image_size": 32, "accuracy": 0.744, "macro_f1": 0.701}]),
+    # Character metrics as step 02 scores them: classifier.scores_with_intervals on (labels, class scores).
+    y_faces = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    guesses = {"majority class": np.zeros(8, int), "small_cnn": np.array([0, 1, 2, 0, 1, 0, 0, 1])}
+    write_csv(pd.DataFrame([{"model": model, **scores_with_intervals(y_faces, np.eye(3)[guess], n_boot=20)}
+                            for model, guess in guesses.items()]).assign(image_size=32, test_faces=8),
               root / "characters" / "metrics.csv")
+    held_out = root / "characters20_held_out"
+    write_csv(pd.DataFrame([{"model": "small_cnn", **scores_with_intervals(y_faces, np.eye(3)[guesses["small_cnn"]],
+                                                                          n_boot=20)}]).assign(image_size=32,
+                                                                                               test_faces=8),
+              held_out / "metrics.csv")
+    write_csv(pd.DataFrame([{"model": "small_cnn", "threshold": 0.9, "known_faces": 8, "unknown_faces": 5,
+                             "unknown_named": 0.4, "unknown_named_low": 0.0, "unknown_named_high": 0.8}]),
+              held_out / "openset_small_cnn.csv")
     write_csv(pd.DataFrame({"label": ["ahagon_umiko", "suzukaze_aoba"], "precision": [0.8, 0.7],
                             "recall": [0.75, 0.72], "f1": [0.77, 0.71], "support": [20, 23]}),
               root / "characters" / "per_character_small_cnn.csv")
     figure(root / "characters" / "confusion_small_cnn.png", "confusion")
-    write_csv(pd.DataFrame([{"model": "tag prior (global threshold)", "micro_f1": 0.261, "map": 0.2},
-                            {"model": "small_cnn (per-tag thresholds)", "micro_f1": 0.55, "map": 0.5}]),
-              root / "tags" / "metrics.csv")
+    write_csv(pd.DataFrame([  # the columns step 03 writes
+        {"model": "tag prior (global threshold)", "sources": "tags", "test_images": 40, "chosen_on_val": False,
+         "micro_f1": 0.261, "micro_f1_low": 0.2, "micro_f1_high": 0.3, "map": 0.2},
+        {"model": "small_cnn (per-tag thresholds)", "sources": "tags", "test_images": 40, "chosen_on_val": True,
+         "micro_f1": 0.55, "micro_f1_low": 0.5, "micro_f1_high": 0.6, "map": 0.5}]), root / "tags" / "metrics.csv")
     write_csv(pd.DataFrame({"tag": ["blonde hair", "blue eyes"], "test_support": [9, 12], "threshold": [0.4, 0.5],
                             "f1_global": [0.5, 0.6], "f1_per_tag": [0.55, 0.62]}), root / "tags" / "per_tag.csv")
     figure(root / "tags" / "pr_curves.png", "tags")
@@ -163,7 +177,13 @@ def test_markdown_table_from_the_same_files(report, capsys):
     row = next(line for line in lines if line.startswith("| score, 40 posters"))
     assert f"MAE {hybrid['MAE']:.3f} [{hybrid['MAE_low']:.3f}, {hybrid['MAE_high']:.3f}]" in row
     assert "mean score of train posters MAE" in row
-    assert any("small_cnn accuracy 0.744" in line and "majority class 0.209" in line for line in lines)
+    small_cnn = pd.read_csv(root / "characters" / "metrics.csv").set_index("model").loc["small_cnn"]
+    assert any(f"small_cnn top-1 {small_cnn['top1']:.3f} [{small_cnn['top1_low']:.3f}" in line and
+               "majority class 0.375" in line for line in lines)
+    assert any("`characters20_held_out`" in line and "5 faces of unseen characters named 0.400" in line
+               for line in lines)
+    assert any("tags, 40 test faces" in line and "(kept on validation) micro-F1 0.550 [0.500, 0.600]" in line
+               for line in lines)
     assert any("hit@10 0.410" in line and "median query 1.4 ms" in line for line in lines)
     assert any(re.match(r"\| genres \| not run yet: `python GenreClassification/03_evaluate.py`", line)
                for line in lines)
@@ -171,11 +191,15 @@ def test_markdown_table_from_the_same_files(report, capsys):
 
 def test_rebuild_and_corrupt_csv(report):
     import report as script
+    from animeml.report.results import results_rows
 
     root, out, _ = report
     (root / "tags" / "per_tag.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x01")
+    (root / "tags" / "metrics.csv").write_text("model,micro_f1\nsmall_cnn,0.5\n")  # an older layout
     script.main(["--data-dir", str(root)])
     assert "unreadable" in (out / "characters.html").read_text()
+    tags = next(row for row in results_rows(root) if row[0] == "tags")
+    assert tags[1].startswith("unreadable (KeyError") and "rerun its step" in tags[1]
     assert json.loads((root / "recommendation" / "benchmark.json").read_text())["speedup"] == 159.0
 
 

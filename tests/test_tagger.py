@@ -112,6 +112,10 @@ def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp
     assert sidecar["exclusive_groups"] == ([["blue hair", "green hair", "red hair"]] if one_per_group else [])
     assert metrics[["micro_f1", "macro_f1"]].stack().between(0, 1).all()
     assert set(pd.read_csv(data / "tags" / "per_tag.csv")["tag"]) == set(sidecar["labels"])
+    # the report reads the file as the step writes it
+    from animeml.report.results import tag_rows
+    (task, result, _, _, command), = tag_rows(data)
+    assert command is None and f"{chosen.item()} trained on" in result and "(kept on validation) micro-F1" in result
 
     images = tmp_path / "to_tag"
     for i, colour in enumerate(HAIR.values()):

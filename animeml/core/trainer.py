@@ -178,8 +178,9 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
         if backup is not None:
             phase_callbacks.append(keras.callbacks.BackupAndRestore(str(backup / phase)))
         phase_callbacks += list(callbacks)
+        # The tf.data input shuffles itself; Keras' default shuffle=True only prints a warning for a dataset.
         history = trained.fit(train_ds, validation_data=val_ds, epochs=phase_epochs, callbacks=phase_callbacks,
-                              class_weight=class_weight, verbose=verbose)
+                              class_weight=class_weight, shuffle=False, verbose=verbose)
         first = len(rows)
         rows += [{"epoch": first + i, "phase": phase, **{k: float(v[i]) for k, v in history.history.items()}}
                  for i in range(len(history.epoch))]

@@ -12,7 +12,8 @@ TARGETS = {
     "score_text": "MAE 0.483, Spearman 0.431 (target MAE <= 0.45)",
     "score_posters": "image-only Spearman 0.096",
     "genres": "~0.50 (target 0.60)",
-    "characters": "target 0.95",
+    "characters": "top-1 target 0.95",
+    "openset": "unseen faces named <= 10%",
     "illustrations": "target 70%",
     "tags": "target 0.80",
     "recommendation": "> baselines, < 50 ms, >= 50x",
@@ -39,8 +40,9 @@ def score_rows(data_dir):
         baseline = part["model"].str.contains("baseline")
         models = "; ".join(f"{r['model']} MAE {interval(r, 'MAE')}, Spearman {interval(r, 'Spearman')}"
                            for _, r in part[~baseline].iterrows())
-        baselines = "; ".join(f"{r['model'].replace(' (baseline)', '')} MAE {r['MAE']:.3f}, "
-                              f"Spearman {r['Spearman']:.3f}" for _, r in part[baseline].iterrows())
+        baselines = "; ".join(f"{r['model'].replace(' (baseline)', '')} MAE {r['MAE']:.3f}" +
+                              ("" if pd.isna(r["Spearman"]) else f", Spearman {r['Spearman']:.3f}")
+                              for _, r in part[baseline].iterrows())  # a constant has no rank correlation
         rows.append((label.format(n=n), models, baselines, TARGETS[key], None))
     return rows
 
@@ -61,19 +63,36 @@ def genre_rows(data_dir):
     return [("genres (`03_evaluate.py`)", result, baseline, TARGETS["genres"], None)]
 
 
+def face_sets(data_dir):
+    """The folders where CharacterTagging/02_train_characters.py wrote a metrics.csv (data/characters first, then
+    e.g. characters20 and characters20_held_out), each with its table."""
+    found = []
+    for path in sorted(data_dir.glob("*/metrics.csv"), key=lambda p: (p.parent.name != "characters", p.parent.name)):
+        table = pd.read_csv(path)
+        if {"model", "top1", "test_faces"} <= set(table.columns):
+            found.append((path.parent, table))
+    return found
+
+
 def character_rows(data_dir):
     rows = []
-    path = data_dir / "characters" / "metrics.csv"
-    if path.is_file():
-        table = pd.read_csv(path)
-        majority = table["model"] == "majority class"
-        trained = table[~majority]
-        result = "; ".join(f"{r['model']} accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}"
-                           for _, r in trained.iterrows())
-        baseline = "; ".join(f"majority class {r['accuracy']:.3f}" for _, r in table[majority].iterrows())
-        rows.append(("characters, test faces (`02_train_characters.py`)", result, baseline,
-                     TARGETS["characters"], None))
-    else:
+    for folder, table in face_sets(data_dir):
+        baseline = table["model"].eq("majority class") | table["model"].str.startswith("nearest neighbour")
+        results, targets = [], [TARGETS["characters"]]
+        for _, r in table[~baseline].iterrows():
+            result = (f"{r['model']} top-1 {interval(r, 'top1')}, top-5 {r['top5']:.3f}, "
+                      f"macro-F1 {interval(r, 'macro_f1')}")
+            openset = folder / f"openset_{r['model']}.csv"
+            if openset.is_file():
+                unseen = pd.read_csv(openset).iloc[-1]
+                result += (f"; {int(unseen['unknown_faces'])} faces of unseen characters named "
+                           f"{interval(unseen, 'unknown_named')}")
+                targets = [TARGETS["characters"], TARGETS["openset"]]
+            results.append(result)
+        baselines = "; ".join(f"{r['model']} {r['top1']:.3f}" for _, r in table[baseline].iterrows())
+        rows.append((f"characters, {int(table['test_faces'].iloc[-1]):,} test faces of `{folder.name}` "
+                     "(`02_train_characters.py`)", "; ".join(results), baselines, ", ".join(targets), None))
+    if not rows:
         rows.append(("characters", None, None, TARGETS["characters"],
                      "python CharacterTagging/02_train_characters.py"))
     path = data_dir / "characters" / "detector_settings.csv"
@@ -98,10 +117,16 @@ def tag_rows(data_dir):
         return [("tags", None, None, TARGETS["tags"], "python CharacterTagging/03_train_tagger.py")]
     table = pd.read_csv(path)
     prior = table["model"].str.startswith("tag prior")
-    result = "; ".join(f"{r['model']} micro-F1 {r['micro_f1']:.3f}, mAP {r['map']:.3f}"
-                       for _, r in table[~prior].iterrows())
+    chosen = table["chosen_on_val"].astype(bool) if "chosen_on_val" in table else ~prior
+
+    def result(r):
+        sources = f" trained on {r['sources']}" if "sources" in r else ""
+        kept = " (kept on validation)" if chosen[r.name] else ""
+        return f"{r['model']}{sources}{kept} micro-F1 {interval(r, 'micro_f1')}, mAP {r['map']:.3f}"
+    faces = f"{int(table['test_images'].iloc[-1])} test faces" if "test_images" in table else "test faces"
     baseline = "; ".join(f"tag prior micro-F1 {r['micro_f1']:.3f}" for _, r in table[prior].iterrows())
-    return [("tags, test faces (`03_train_tagger.py`)", result, baseline, TARGETS["tags"], None)]
+    return [(f"tags, {faces} (`03_train_tagger.py`)", "; ".join(result(r) for _, r in table[~prior].iterrows()),
+             baseline, TARGETS["tags"], None)]
 
 
 def recommendation_rows(data_dir):
@@ -128,11 +153,23 @@ def recommendation_rows(data_dir):
     return [(f"recommendation, {n:,} franchise queries", result, baseline, TARGETS["recommendation"], None)]
 
 
+PARTS = [(score_rows, "score", "score_text"), (genre_rows, "genres", "genres"),
+         (character_rows, "characters", "characters"), (tag_rows, "tags", "tags"),
+         (recommendation_rows, "recommendation", "recommendation")]
+
+
 def results_rows(data_dir):
-    """(task, result, baseline, published/target, command or None) for every row of the README's table."""
+    """(task, result, baseline, published/target, command or None) for every row of the README's table. A file
+    that cannot be read as its step writes it (damaged, or from an older version) is one row saying so."""
     data_dir = Path(data_dir)
-    return (score_rows(data_dir) + genre_rows(data_dir) + character_rows(data_dir) + tag_rows(data_dir)
-            + recommendation_rows(data_dir))
+    rows = []
+    for part, task, target in PARTS:
+        try:
+            rows += part(data_dir)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:  # pandas' parse errors are ValueErrors
+            rows.append((task, f"unreadable ({type(err).__name__}: {err}); rerun its step", "", TARGETS[target],
+                         None))
+    return rows
 
 
 def markdown(data_dir):
