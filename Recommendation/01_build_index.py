@@ -5,7 +5,8 @@
 
 Reads data/raw/anime.csv. Writes to --out-dir (data/recommendation/): synopsis.faiss (inner product of
 L2-normalised vectors = cosine), synopsis_ids.npy, catalogue.parquet (the cleaned table, so that nothing parses
-the CSV again), catalogue_columns.json (the columns a query scores with, read without pandas) and franchises.csv (the franchise key derived from each title, see animeml/recommendation.py).
+the CSV again), catalogue_columns.json (the columns a query scores with, read without pandas) and franchises.csv
+(the franchise key derived from each title, see animeml/recommendation.py).
 Anime without a synopsis stay out of the index and get metadata-only recommendations. The metadata features are
 cheap and are rebuilt from the catalogue when the recommender loads.
 """

@@ -58,5 +58,6 @@ def main(argv=None):
     top = rec.top(result.scores, args.k, exclude_rows=rows, exclude_franchises=franchises)
     print(cli.text_table(rec.table_of(top, result, because_of=args.favorites)))
 
+
 if __name__ == "__main__":
     cli.run(main)

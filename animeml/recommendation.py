@@ -95,10 +95,10 @@ class Recommender:
         for field in NUMBER_WEIGHTS:
             self.present[field] = np.isfinite(self.numbers[field]).astype(np.float64)
 
-        text_ids = np.asarray(text_ids)
-        known = np.array([int(i) in self.row_of for i in text_ids], dtype=bool)
+        rows = np.array([self.row_of.get(int(i), -1) for i in np.asarray(text_ids)], dtype=np.int64)
+        known = rows >= 0  # an embedded anime that is not in the catalogue is left out
         self.vectors = np.ascontiguousarray(np.asarray(text_vectors, dtype=np.float32)[known])
-        self.text_rows = np.array([self.row_of[int(i)] for i in text_ids[known]], dtype=np.int64)
+        self.text_rows = rows[known]
         self.text_position = np.full(self.n, -1)
         self.text_position[self.text_rows] = np.arange(len(self.text_rows))
 

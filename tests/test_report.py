@@ -200,6 +200,10 @@ def test_rebuild_and_corrupt_csv(report):
     assert "unreadable" in (out / "characters.html").read_text()
     tags = next(row for row in results_rows(root) if row[0] == "tags")
     assert tags[1].startswith("unreadable (KeyError") and "rerun its step" in tags[1]
+    (root / "tags" / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x01")  # damaged: only the tags row says so
+    rows = results_rows(root)
+    assert any("`characters`" in row[0] and "small_cnn top-1" in row[1] for row in rows)
+    assert next(row for row in rows if row[0] == "tags")[1].startswith("unreadable")
     assert json.loads((root / "recommendation" / "benchmark.json").read_text())["speedup"] == 159.0
 
 

@@ -68,9 +68,12 @@ def face_sets(data_dir):
     e.g. characters20 and characters20_held_out), each with its table."""
     found = []
     for path in sorted(data_dir.glob("*/metrics.csv"), key=lambda p: (p.parent.name != "characters", p.parent.name)):
-        table = pd.read_csv(path)
-        if {"model", "top1", "test_faces"} <= set(table.columns):
-            found.append((path.parent, table))
+        try:  # the header tells step 02's files from other steps' metrics.csv, which may be damaged
+            header = pd.read_csv(path, nrows=0).columns
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if {"model", "top1", "test_faces"} <= set(header):
+            found.append((path.parent, pd.read_csv(path)))
     return found
 
 
