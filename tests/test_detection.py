@@ -68,6 +68,25 @@ def test_counts_are_resumable_after_a_crash_and_never_counted_twice(posters, tmp
     assert again.calls == 0
 
 
+class ExportedDetector(FakeDetector):
+    """Like an Ultralytics model of exported weights (.tflite, .onnx), which loads the file again on each read
+    of `names` until its first prediction."""
+
+    loads = 0
+
+    @property
+    def names(self):
+        self.loads += 1
+        return FakeDetector.names
+
+
+def test_an_exported_detector_is_loaded_once_per_run_not_once_per_class(posters, tmp_path):
+    detector = ExportedDetector()
+    count_posters(posters, tmp_path / "objects.csv", detector, cascade=None)
+    assert detector.calls == 5
+    assert detector.loads == 1
+
+
 def test_counts_from_other_weights_are_refused(posters, tmp_path):
     out = tmp_path / "objects.csv"
     pd.DataFrame({"image_path": ["x.jpg"], "anime_id": [1], "dog": [2], FACE_COLUMN: [0]}).to_csv(out, index=False)

@@ -39,13 +39,16 @@ def load_detector(weights):
 
 
 def class_names(detector):
-    """The detector's class names in class-id order, as CSV column names."""
-    return [detector.names[i].replace(" ", "_") for i in sorted(detector.names)]
+    """The detector's class names in class-id order, as CSV column names. `detector.names` is read once: until
+    the first prediction, each read of it loads an exported model (.tflite, .onnx) again."""
+    names = detector.names
+    return [names[i].replace(" ", "_") for i in sorted(names)]
 
 
-def count_objects(rgb, detector, cascade, conf=0.25):
-    """Boxes per class found in one RGB uint8 image, plus the anime faces, as a dict column -> count."""
-    names = class_names(detector)
+def count_objects(rgb, detector, cascade, conf=0.25, names=None):
+    """Boxes per class found in one RGB uint8 image, plus the anime faces, as a dict column -> count.
+    `names`: the detector's class_names, when the caller has them already."""
+    names = names or class_names(detector)
     bgr = np.ascontiguousarray(rgb[..., ::-1])  # Ultralytics reads numpy images as BGR
     classes = detector.predict(bgr, conf=conf, verbose=False)[0].boxes.cls.cpu().numpy().astype(int)
     counts = dict(zip(names, np.bincount(classes, minlength=len(names)).tolist()))
@@ -68,7 +71,8 @@ def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50
     to the project, like ani_data_merged.csv. Returns the full table.
     """
     table = read_counts(out_path)
-    columns = KEY_COLUMNS + class_names(detector) + [FACE_COLUMN]
+    names = class_names(detector)
+    columns = KEY_COLUMNS + names + [FACE_COLUMN]
     if len(table) and list(table.columns) != columns:
         raise PipelineError(f"{out_path} holds other classes than these weights detect: remove it or pass --out")
     table = table.reindex(columns=columns)
@@ -80,7 +84,7 @@ def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50
             for path, anime_id in todo.iloc[start:start + save_every][KEY_COLUMNS].itertuples(index=False):
                 rgb = np.asarray(Image.open(ROOT / path).convert("RGB"))
                 rows.append({"image_path": path, "anime_id": anime_id,
-                             **count_objects(rgb, detector, cascade, conf)})
+                             **count_objects(rgb, detector, cascade, conf, names)})
                 progress.update()
             new = pd.DataFrame(rows, columns=columns)
             table = new if table.empty else pd.concat([table, new], ignore_index=True)
