@@ -50,16 +50,28 @@ def face_namer(model, names, image_size):
     return name
 
 
-def hits(images, labels, settings, cascade, name):
-    """character_hits of one cascade setting over the images {file: RGB array}."""
+def detect_all(images, grid, cascade, desc):
+    """[{file: boxes} for each setting of the grid] over the images {file: RGB array}; the cascade runs once per
+    scale factor and upscale (detect_faces_grid)."""
+    from tqdm import tqdm
+
+    from animeml.core.faces import detect_faces_grid
+
+    found = [{} for _ in grid]
+    for file, image in tqdm(images.items(), desc=desc, unit="image"):
+        for boxes_of, boxes in zip(found, detect_faces_grid(image, cascade, grid)):
+            boxes_of[file] = boxes
+    return found
+
+
+def hits(images, labels, boxes_of, name):
+    """character_hits of one cascade setting, whose boxes are `boxes_of` {file: boxes}, over the images."""
     import pandas as pd
 
     from animeml.characters.classifier import character_hits
-    from animeml.core.faces import detect_faces
 
     faces = [{"file": file, "best_character": best, "confidence": confidence}
-             for file, image in images.items()
-             for best, confidence in name(file, image, detect_faces(image, cascade, **settings))]
+             for file, image in images.items() for best, confidence in name(file, image, boxes_of[file])]
     faces = pd.DataFrame(faces, columns=["file", "best_character", "confidence"])
     return character_hits(faces, {file: labels[file] for file in images}, UNKNOWN_THRESHOLD)
 
@@ -86,7 +98,6 @@ def main(argv=None):
 
     import numpy as np
     import pandas as pd
-    from tqdm import tqdm
 
     from animeml.characters.classifier import load_model, read_image_labels
     from animeml.core.batch import load_model_for
@@ -116,8 +127,8 @@ def main(argv=None):
     cascade = load_cascade()
     grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
     rows = []
-    for settings in tqdm(grid, desc="detector settings on the tuning part"):
-        tuned = hits(parts["tune"], labels, settings, cascade, name)
+    for settings, boxes_of in zip(grid, detect_all(parts["tune"], grid, cascade, "faces on the tuning part")):
+        tuned = hits(parts["tune"], labels, boxes_of, name)
         rows.append({**settings, "tune_detection_recall": tuned["with_face"].mean(),
                      "tune_character_found": tuned["found"].mean()})
     table = pd.DataFrame(rows)
@@ -125,8 +136,9 @@ def main(argv=None):
     chosen = {key: table.at[best, key].item() for key in GRID}
 
     roles = {"chosen": chosen} if chosen == CASCADE_DEFAULT else {"chosen": chosen, "default": CASCADE_DEFAULT}
-    for role, settings in roles.items():
-        tested = hits(parts["test"], labels, settings, cascade, name)
+    tested_boxes = detect_all(parts["test"], list(roles.values()), cascade, "faces on the test part")
+    for (role, settings), boxes_of in zip(roles.items(), tested_boxes):
+        tested = hits(parts["test"], labels, boxes_of, name)
         found = tested["found"].to_numpy()
         low, high = interval(found, args.seed)
         row = (table[list(GRID)] == pd.Series(settings)).all(axis=1)

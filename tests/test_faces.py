@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from animeml.core.io import PipelineError
-from animeml.core.faces import crop_faces, detect_faces, draw_boxes, load_cascade, load_rgb
+from animeml.core.faces import crop_faces, detect_faces, detect_faces_grid, draw_boxes, load_cascade, load_rgb
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CharacterTagging" / "01_detect_faces.py"
 ILLUSTRATION = "illustrations/ahagon_umiko_0.jpg"
@@ -35,6 +35,24 @@ def test_cascade_finds_the_face_of_a_real_illustration_and_none_in_a_flat_image(
     assert (np.abs(centres - (x + w / 2, y + h / 2)).max(axis=1) < w / 4).any()
     face_crop = load_rgb(shared / "data" / "characters" / "faces" / "ahagon_umiko" / "0.jpg")
     assert len(detect_faces(face_crop, cascade)) == 1
+
+
+def test_a_grid_of_cascade_settings_finds_the_boxes_each_setting_finds_alone(shared, cascade):
+    import itertools
+
+    # ahagon_umiko_18 has a face at the image's edge, whose windows OpenCV clips only after grouping them
+    files = ["ahagon_umiko_0.jpg", "ahagon_umiko_18.jpg", "suzukaze_aoba_0.jpg", "yagami_kou_0.jpg"]
+    values = {"scale_factor": (1.05, 1.1), "min_neighbors": (3, 5), "min_size": (24, 32), "upscale": (1.0, 2.0)}
+    grid = [dict(zip(values, setting)) for setting in itertools.product(*values.values())]
+    found = 0
+    for file in files:
+        image = load_rgb(shared / "data" / "characters" / "illustrations" / file)
+        for settings, boxes in zip(grid, detect_faces_grid(image, cascade, grid)):
+            alone = detect_faces(image, cascade, **settings)
+            assert sorted(map(tuple, boxes[:, :4].tolist())) == sorted(map(tuple, alone[:, :4].tolist())), \
+                (file, settings)
+            found += len(alone)
+    assert found > len(files) * len(grid)  # most settings find faces, so the comparison is not of empty lists
 
 
 def test_missing_cascade_is_a_one_line_error(tmp_path):

@@ -11,6 +11,7 @@ DEFAULT_CASCADE = SHARED / "models" / "lbpcascade_animeface.xml"
 # nagadomi's recommended settings; minNeighbors 5 keeps false positives on hair and clothes rare.
 SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 5
+GROUP_EPS = 0.2  # how similar two accepted windows must be for detectMultiScale to group them (OpenCV's constant)
 BOX_COLUMNS = ["x", "y", "w", "h", "score"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
@@ -49,6 +50,43 @@ def detect_faces(image_rgb_uint8, cascade=None, min_size=24, scale_factor=SCALE_
     scores = np.asarray(weights, dtype=np.float32).reshape(-1, 1) if len(weights) else np.ones((len(boxes), 1))
     faces = np.hstack([np.asarray(boxes, dtype=np.float32) / upscale, scores]).astype(np.float32)
     return faces[np.argsort(-faces[:, 4])]
+
+
+def detect_faces_grid(image_rgb_uint8, cascade, grid):
+    """The boxes detect_faces finds with each cascade setting of `grid` (dicts of its keywords), for one RGB image:
+    a list of (n, 5) arrays, where the last column counts the windows grouped into the box (not the level weight).
+
+    The cascade runs once per scale factor and upscale of the grid: the windows it accepts at the smallest min_size
+    are then, for each min_size and min_neighbors, kept when that large and grouped as detectMultiScale groups them
+    (cv2.groupRectangles), which gives the same boxes at a fraction of the cost."""
+    import cv2
+
+    gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image_rgb_uint8, dtype=np.uint8), cv2.COLOR_RGB2GRAY))
+    windows = {}
+    for scale_factor, upscale in {(s["scale_factor"], s["upscale"]) for s in grid}:
+        enlarged = gray if upscale == 1.0 else cv2.resize(gray, None, fx=upscale, fy=upscale,
+                                                          interpolation=cv2.INTER_LINEAR)
+        smallest = min(s["min_size"] for s in grid if (s["scale_factor"], s["upscale"]) == (scale_factor, upscale))
+        windows[scale_factor, upscale] = enlarged.shape, cascade.detectMultiScale3(
+            enlarged, scaleFactor=scale_factor, minNeighbors=0, minSize=(smallest, smallest),
+            outputRejectLevels=True)[0]
+    found = []
+    for settings in grid:
+        (height, width), accepted = windows[settings["scale_factor"], settings["upscale"]]
+        # detectMultiScale clips the windows to the image after grouping them: group the square windows unclipped
+        accepted = [[int(x), int(y), int(max(w, h)), int(max(w, h))]
+                    for x, y, w, h in accepted
+                    if max(w, h) >= settings["min_size"]]
+        boxes, counts = cv2.groupRectangles(accepted, settings["min_neighbors"], GROUP_EPS) if accepted else ((), ())
+        faces = np.zeros((len(boxes), 5), np.float32)
+        if len(boxes):
+            boxes = np.asarray(boxes, np.float32)
+            boxes[:, 2] = np.minimum(boxes[:, 2], width - boxes[:, 0])
+            boxes[:, 3] = np.minimum(boxes[:, 3], height - boxes[:, 1])
+            faces[:, :4] = boxes / settings["upscale"]
+            faces[:, 4] = np.asarray(counts).reshape(-1)
+        found.append(faces[np.argsort(-faces[:, 4], kind="stable")])
+    return found
 
 
 def load_yolo(weights_path):
