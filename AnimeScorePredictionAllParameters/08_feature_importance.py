@@ -44,7 +44,7 @@ def main(argv=None):
     from animeml.core.table import read_anime_table, read_merged
     from animeml.score.features import model_inputs, score_split
     from animeml.score.importance import (first_layer_weight_norms, input_groups, permutation_importance,
-                                          plot_importance)
+                                          plot_importance, split_at_backbone)
     from animeml.score.models import blended_scores, load_score_model, model_path, report_title
 
     model_file = args.model or model_path(args.kind)
@@ -64,12 +64,15 @@ def main(argv=None):
         raise PipelineError(f"{source}: fewer than 2 scored test rows in the saved score split")
 
     inputs = model_inputs(test, sidecar)
+    backbone, predict_model = split_at_backbone(model)
     if "image" in sidecar["inputs"]:
         inputs["image"] = np.stack([load_image(p, sidecar["image_size"]).numpy() for p in test["image_path"]])
+        if backbone is not None:  # every permutation reuses the posters' features
+            inputs["image"] = backbone.predict(inputs["image"], batch_size=args.batch_size, verbose=0)
     targets = test["score"].to_numpy(dtype=float)
 
     def predict(x):  # the text model's score blends in its gradient boosting: measure what users get
-        return blended_scores(model.predict(x, batch_size=args.batch_size, verbose=0)[:, 0], x, sidecar)
+        return blended_scores(predict_model(x, batch_size=args.batch_size, verbose=0)[:, 0], x, sidecar)
 
     importance = permutation_importance(predict, inputs, targets, input_groups(sidecar), repeats=args.repeats,
                                         seed=args.seed)

@@ -69,6 +69,19 @@ def test_ignored_group_has_zero_importance_and_used_group_a_clear_one(hybrid):
     assert table["base_mae"].iloc[0] < 0.5
 
 
+def test_split_model_predicts_what_the_whole_model_does_with_the_posters_permuted_or_not(hybrid):
+    from animeml.score.importance import split_at_backbone
+
+    model, inputs, _ = hybrid
+    backbone, predict = split_at_backbone(model)
+    features = {**inputs, "image": backbone.predict(inputs["image"], verbose=0)}
+    order = np.random.default_rng(1).permutation(len(inputs["image"]))
+    whole = model.predict({**inputs, "image": inputs["image"][order]}, verbose=0)
+    assert np.allclose(predict({**features, "image": features["image"][order]}, verbose=0), whole, atol=1e-5)
+    assert np.allclose(predict(features, verbose=0), model.predict(inputs, verbose=0), atol=1e-5)
+    assert split_at_backbone(model.get_layer("text_model"))[0] is None  # no backbone: the model as it is
+
+
 def test_first_layer_norms_follow_concatenations_into_nested_models(hybrid):
     from animeml.score.importance import first_layer_weight_norms, input_groups
 
@@ -146,6 +159,9 @@ def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
     assert set(importance["group"]) == {"poster", *sidecar["input_groups"]}
     assert (importance["n_rows"] == 6).all() and importance["mae_increase"].notna().all()
     assert importance["base_mae"].iloc[0] < 2 * importance["train_mean_baseline_mae"].iloc[0]  # it learned the mean
+    # the step ran the saved model's backbone once and the rest on its features: the whole model gives that MAE
+    whole = model.predict({"image": images[10:], "metadata": metadata[10:]}, verbose=0)[:, 0]
+    assert importance["base_mae"].iloc[0] == pytest.approx(np.abs(whole - merged["score"][10:]).mean(), abs=1e-5)
     norms = pd.read_csv(tmp_path / "out" / "anime_hybrid_model_first_layer_norms.csv")
     assert set(norms["group"]) == set(importance["group"]) and (norms["weight_norm"] > 0).all()
     assert norms["n_columns"].sum() == 256 + metadata.shape[1]

@@ -47,6 +47,23 @@ def permuted(inputs, name, columns, order):
     return {**inputs, name: values}
 
 
+def split_at_backbone(model, image_input="image"):
+    """(backbone, predict) for a model whose image input goes straight into a nested layer named "backbone":
+    `predict(inputs, **predict_kwargs)` takes the backbone's features in place of the images, with the model's
+    other inputs, in a dict by the same names. The backbone then runs once per image instead of once per
+    permutation (permuting the posters permutes their features). (None, model.predict) for any other model."""
+    if "backbone" not in {layer.name for layer in model.layers}:
+        return None, model.predict
+    backbone = model.get_layer("backbone")
+    node, = backbone._inbound_nodes  # the backbone's one call in this model's graph
+    if node.input_tensors[0] is not model.input[image_input]:
+        return None, model.predict
+    names = list(model.input)
+    after = keras.Model([node.output_tensors[0] if name == image_input else model.input[name] for name in names],
+                        model.output)
+    return backbone, lambda inputs, **kwargs: after.predict([inputs[name] for name in names], **kwargs)
+
+
 def permutation_importance(predict, inputs, targets, groups, repeats=5, seed=0, confidence=0.95):
     """Mean increase of the MAE when each group is permuted, with a t-interval over `repeats` permutations.
 
