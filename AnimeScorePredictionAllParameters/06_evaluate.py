@@ -68,9 +68,6 @@ def main(argv=None):
                                **{f"{kind}_model": model_path(kind) for kind in found}})
     models = {kind: load_model_for(lambda path, kind=kind: load_score_model(kind, path), model_path(kind),
                                    TRAIN_STEPS[kind]) for kind in found}
-    models = {kind: load_score_model(kind) for kind in MODEL_STEMS if model_path(kind).exists()}
-    if not models:
-        raise PipelineError(f"no trained score model in {paths.models_dir()}: run steps 04, 05 or OnlyPoster/01")
     with_post_release = any(sidecar["with_post_release"] for _, sidecar in models.values())
 
     table = read_anime_table(args.metadata)
