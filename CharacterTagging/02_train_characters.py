@@ -13,7 +13,8 @@ apart to report how many such faces the threshold still names.
 Writes data/models/<set>_<backbone>.h5 (+ .json sidecar: character names, image size, unknown threshold) and under
 data/<set>/ (<set>: the face set's folder name, e.g. characters or characters20; `<set>_held_out` with
 --held-out): split.csv (when made here), metrics.csv (top-1, top-5, macro-F1 with bootstrap 95% intervals),
-per_character_<backbone>.csv, confusion_<backbone>.{csv,png} and openset_<backbone>.csv.
+per_character_<backbone>.csv, confusion_<backbone>.{csv,png}, and with --held-out openset_<backbone>.csv (at the
+--keep-known threshold) and openset_curve_<backbone>.csv (at the thresholds of several validation rules).
 """
 import argparse
 from pathlib import Path
@@ -106,7 +107,7 @@ def main(argv=None):
     from animeml.characters.classifier import (TRAIN_FROM, average_models, balanced_class_weights, class_report,
                                                face_set, nearest_neighbour_scores, plot_confusion, predict_images,
                                                scores_with_intervals, train_classifier)
-    from animeml.characters.openset import choose_threshold, open_set_report
+    from animeml.characters.openset import choose_threshold, open_set_curve, open_set_report
     from animeml.core import store, trainer
     from animeml.core.faces import list_images
     from animeml.core.feature_cache import backbone_features
@@ -146,7 +147,7 @@ def main(argv=None):
     if len(outliers):
         print(f"outlier faces: train {len(train_outliers)}, validation {len(val_outliers)}")
 
-    (train_paths, train_y), (val_paths, val_y), (test_paths, test_y) = part["train"], part["val"], part["test"]
+    (_, train_y), (val_paths, val_y), (test_paths, test_y) = part["train"], part["val"], part["test"]
     majority = np.eye(len(names))[np.bincount(train_y, minlength=len(names)).argmax()]
     rows = [{"model": "majority class", **scores_with_intervals(test_y, np.tile(majority, (len(test_y), 1)))}]
     for backbone in args.baseline_backbones:
@@ -188,6 +189,11 @@ def main(argv=None):
                               **outliers_named})
             write_csv(pd.DataFrame(open_rows[-1:]), out / f"openset_{backbone}.csv")
             print(open_rows[-1])
+            curve = open_set_curve(val_probabilities, val_y, probabilities, test_y, unknown)
+            write_csv(curve.assign(model=backbone), out / f"openset_curve_{backbone}.csv")
+            print("unknown threshold per validation rule (keep_known):")
+            print(curve[["keep_known", "threshold", "known_accuracy", "known_named", "unknown_named"]].round(3)
+                  .to_string(index=False))
         rows.append(row)
         predicted = probabilities.argmax(axis=1)
         _, per_character = class_report(test_y, predicted, names)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from animeml.characters.classifier import classification_scores, face_set, nearest_neighbour_scores
-from animeml.characters.openset import UNKNOWN, choose_threshold, name_or_unknown, open_set_report
+from animeml.characters.openset import (UNKNOWN, choose_threshold, name_or_unknown, open_set_curve,
+                                        open_set_report)
 from animeml.core.io import PipelineError
 from animeml.core.splits import carve_validation, illustration_groups
 
@@ -107,6 +108,19 @@ def test_open_set_report_counts_named_strangers_and_unknown_as_wrong():
     assert (report["known_faces"], report["unknown_faces"]) == (4, 4)
 
 
+def test_a_stricter_validation_rule_names_fewer_strangers_and_fewer_known_faces():
+    rng = np.random.default_rng(0)
+    val, known, unknown = rng.dirichlet([1, 1, 1], 300), rng.dirichlet([1, 1, 1], 300), rng.dirichlet([1, 1, 1], 100)
+    curve = open_set_curve(val, val.argmax(axis=1), known, known.argmax(axis=1), unknown, n_boot=50)
+    assert len(curve) == 7 and curve["threshold"].is_monotonic_decreasing
+    assert curve["unknown_named"].is_monotonic_increasing and curve["known_named"].is_monotonic_increasing
+    loosest = curve.iloc[-1]
+    assert loosest["keep_known"] == 0.99 and loosest["threshold"] == choose_threshold(val, val.argmax(axis=1), 0.99)
+    # the same numbers as the single report at that threshold
+    single = open_set_report(known, known.argmax(axis=1), unknown, loosest["threshold"], n_boot=50)
+    assert loosest["unknown_named"] == single["unknown_named"] and loosest["known_accuracy"] == single["known_accuracy"]
+
+
 def test_scores_and_nearest_neighbour_baseline():
     scores = np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
     result = classification_scores([2, 0, 2], scores, k=2)
@@ -138,6 +152,9 @@ def test_step_02_trains_on_a_split_file_and_reports_held_out_characters(tmp_path
     assert (metrics["top5"] == 1.0).all()  # three known characters
     openset = pd.read_csv(out / "openset_efficientnet_lite0.csv").iloc[0]
     assert openset["unknown_faces"] == red_test == 4 and 0 <= openset["unknown_named"] <= 1
+    curve = pd.read_csv(out / "openset_curve_efficientnet_lite0.csv")
+    assert len(curve) == 7 and curve["unknown_named"].is_monotonic_increasing
+    assert openset["unknown_named"] == curve.set_index("keep_known").loc[0.95, "unknown_named"]  # the default rule
     confusion = pd.read_csv(out / "confusion_efficientnet_lite0.csv")
     assert list(confusion.columns) == ["true", "aqua", "blue", "green"]
     assert confusion.iloc[:, 1:].to_numpy().sum() == split.count("test") - red_test == metrics["test_faces"][0]

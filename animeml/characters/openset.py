@@ -4,12 +4,14 @@ named `unknown` instead of its nearest known character.
 The threshold is chosen on validation faces of the known characters only (`choose_threshold`): the highest one
 that still keeps `keep` of their correctly named faces named. `open_set_report` then measures, on test faces, the
 accuracy on the known characters (an `unknown` answer counts as wrong) next to how often faces of characters the
-model never saw are wrongly given a name.
+model never saw are wrongly given a name; `open_set_curve` does so for several validation rules, which shows what a
+stricter threshold costs the known characters.
 """
 import numpy as np
 import pandas as pd
 
 UNKNOWN = "unknown"
+CURVE_KEEPS = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
 def choose_threshold(probabilities, y_true, keep=0.95):
@@ -58,3 +60,13 @@ def open_set_report(known_probabilities, known_y, unknown_probabilities, thresho
         report[f"{name}_low"], report[f"{name}_high"] = (float(v) for v in np.percentile(samples[name],
                                                                                           [tail, 100 - tail]))
     return report
+
+
+def open_set_curve(val_probabilities, val_y, known_probabilities, known_y, unknown_probabilities, keeps=CURVE_KEEPS,
+                   n_boot=1000, seed=0):
+    """One open_set_report row per validation rule `keep` (the share of correctly named validation faces the
+    threshold keeps named), from the strictest to the loosest threshold."""
+    rows = [{"keep_known": keep, **open_set_report(known_probabilities, known_y, unknown_probabilities,
+                                                   choose_threshold(val_probabilities, val_y, keep), n_boot, seed)}
+            for keep in keeps]
+    return pd.DataFrame(rows).sort_values("threshold", ascending=False, ignore_index=True)
