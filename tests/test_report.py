@@ -36,6 +36,7 @@ def tiny_run(root):
     """Outputs of a tiny run of the score, characters, tags and recommendation steps in `root` (genres and the
     score analysis are left unrun)."""
     from animeml.characters.classifier import scores_with_intervals
+    from animeml.characters.openset import open_set_curve
     from animeml.core.io import write_csv, write_json
     from animeml.core.metrics import metrics_table, write_tables
     from animeml.core.runs import RunRecord
@@ -73,6 +74,11 @@ def tiny_run(root):
     write_csv(pd.DataFrame([{"model": "small_cnn", "threshold": 0.9, "known_faces": 8, "unknown_faces": 5,
                              "unknown_named": 0.4, "unknown_named_low": 0.0, "unknown_named_high": 0.8}]),
               held_out / "openset_small_cnn.csv")
+    # the curve as step 02 makes it, from validation, known and unseen scores (the unseen less confident)
+    rng = np.random.default_rng(0)
+    val, known, unseen = rng.dirichlet([1, 1, 1], 60), rng.dirichlet([1, 1, 1], 60), rng.dirichlet([8, 8, 8], 40)
+    write_csv(open_set_curve(val, val.argmax(axis=1), known, known.argmax(axis=1), unseen, n_boot=20)
+              .assign(model="small_cnn"), held_out / "openset_curve_small_cnn.csv")
     write_csv(pd.DataFrame({"label": ["ahagon_umiko", "suzukaze_aoba"], "precision": [0.8, 0.7],
                             "recall": [0.75, 0.72], "f1": [0.77, 0.71], "support": [20, 23]}),
               root / "characters" / "per_character_small_cnn.csv")
@@ -182,6 +188,11 @@ def test_markdown_table_from_the_same_files(report, capsys):
                "majority class 0.375" in line for line in lines)
     assert any("`characters20_held_out`" in line and "5 faces of unseen characters named 0.400" in line
                for line in lines)
+    curve = pd.read_csv(root / "characters20_held_out" / "openset_curve_small_cnn.csv")
+    loosest = curve[curve["unknown_named"] <= 0.10].sort_values("keep_known").iloc[-1]
+    assert loosest["keep_known"] < 0.99  # the curve crosses 10%, so the row names where
+    assert any(f"<= 10% from `--keep-known {loosest['keep_known']:g}`: unseen named {loosest['unknown_named']:.3f}"
+               in line and f"known accuracy {loosest['known_accuracy']:.3f}" in line for line in lines)
     assert any("tags, 40 test faces" in line and "(kept on validation) micro-F1 0.550 [0.500, 0.600]" in line
                for line in lines)
     assert any("hit@10 0.410" in line and "median query 1.4 ms" in line for line in lines)
@@ -215,3 +226,13 @@ def test_script_exit_codes_and_help_time(tmp_path):
     bad = subprocess.run([sys.executable, "report.py", "--data-dir", str(tmp_path / "nowhere")], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and bad.stderr == f"error: data folder not found: {tmp_path / 'nowhere'}\n"
+
+
+def test_open_set_clause_says_when_no_validation_rule_reaches_the_target():
+    from animeml.report.results import openset_within_target
+
+    curve = pd.DataFrame({"keep_known": [0.5, 0.95], "unknown_named": [0.2, 0.4], "unknown_named_low": [0.1, 0.3],
+                          "unknown_named_high": [0.3, 0.5], "known_accuracy": [0.5, 0.9],
+                          "known_accuracy_low": [0.4, 0.8], "known_accuracy_high": [0.6, 1.0]})
+    assert openset_within_target(curve) == "; none of its validation rules (keep 0.5-0.95) names <= 10%"
+    assert "`--keep-known 0.5`: unseen named 0.200 [0.100, 0.300]" in openset_within_target(curve, target=0.25)
