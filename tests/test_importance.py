@@ -70,6 +70,9 @@ def test_ignored_group_has_zero_importance_and_used_group_a_clear_one(hybrid):
 
 
 def test_split_model_predicts_what_the_whole_model_does_with_the_posters_permuted_or_not(hybrid):
+    import keras
+
+    from animeml.core.backbones import build_backbone
     from animeml.score.importance import split_at_backbone
 
     model, inputs, _ = hybrid
@@ -80,6 +83,9 @@ def test_split_model_predicts_what_the_whole_model_does_with_the_posters_permute
     assert np.allclose(predict({**features, "image": features["image"][order]}, verbose=0), whole, atol=1e-5)
     assert np.allclose(predict(features, verbose=0), model.predict(inputs, verbose=0), atol=1e-5)
     assert split_at_backbone(model.get_layer("text_model"))[0] is None  # no backbone: the model as it is
+    image = keras.Input((16, 16, 3))  # one input, not a dict of them (the vision-only layout)
+    vision = keras.Model(image, keras.layers.Dense(1)(build_backbone("small_cnn", 16)(image)))
+    assert split_at_backbone(vision)[0] is None
 
 
 def test_first_layer_norms_follow_concatenations_into_nested_models(hybrid):

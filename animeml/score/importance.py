@@ -52,11 +52,13 @@ def split_at_backbone(model, image_input="image"):
     `predict(inputs, **predict_kwargs)` takes the backbone's features in place of the images, with the model's
     other inputs, in a dict by the same names. The backbone then runs once per image instead of once per
     permutation (permuting the posters permutes their features). (None, model.predict) for any other model."""
-    if "backbone" not in {layer.name for layer in model.layers}:
+    if not isinstance(model.input, dict) or "backbone" not in {layer.name for layer in model.layers}:
         return None, model.predict
     backbone = model.get_layer("backbone")
-    node, = backbone._inbound_nodes  # the backbone's one call in this model's graph
-    if node.input_tensors[0] is not model.input[image_input]:
+    if len(backbone._inbound_nodes) != 1:  # called more than once in this model's graph
+        return None, model.predict
+    node, = backbone._inbound_nodes
+    if node.input_tensors[0] is not model.input.get(image_input):
         return None, model.predict
     names = list(model.input)
     after = keras.Model([node.output_tensors[0] if name == image_input else model.input[name] for name in names],
