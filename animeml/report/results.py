@@ -14,7 +14,7 @@ TARGETS = {
     "score_posters": "image-only Spearman 0.096",
     "genres": "~0.50 (target 0.60)",
     "characters": "top-1 target 0.95",
-    "openset": "unseen faces named <= 10%",
+    "openset": f"unseen faces named <= {OPENSET_TARGET:.0%}",
     "illustrations": "target 70%",
     "tags": "target 0.80",
     "recommendation": "> baselines, < 50 ms, >= 50x",
