@@ -35,3 +35,12 @@ def test_no_validation_part_when_val_is_zero():
         assert sorted(set(split)) == ["test", "train"] and (split == "test").sum() == 20
     stratified = assign_groups(np.arange(40), val=0.0, test=0.5, seed=0, labels=labels)["split"].to_numpy()
     assert ((stratified == "test")[:, None] & labels.astype(bool)).sum(axis=0).tolist() == [5, 5, 5, 5]
+
+
+def test_one_label_column_still_splits_stratified():
+    one_class = np.ones((30, 1), dtype=int)  # every group of one character
+    split = assign_groups(np.arange(30), val=0.0, test=0.6, seed=0, labels=one_class)["split"].to_numpy()
+    assert (split == "test").sum() == 18 and (split == "train").sum() == 12
+    yes_no = (np.arange(40) % 4 == 0).astype(int)  # a yes/no label, 10 of 40
+    split = assign_groups(np.arange(40), val=0.0, test=0.5, seed=0, labels=yes_no)["split"].to_numpy()
+    assert yes_no[split == "test"].sum() == 5

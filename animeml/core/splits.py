@@ -27,6 +27,9 @@ def assign_groups(groups, val=0.15, test=0.15, seed=42, labels=None):
                               else (rest, rest[:0]))
     else:
         labels = np.asarray(labels)
+        labels = labels[:, None] if labels.ndim == 1 else labels
+        if labels.shape[1] == 1:  # one label (a single class, or yes/no) is not a multilabel target: add its complement
+            labels = np.hstack([labels, 1 - labels])
         outer = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test, random_state=seed)
         rest, test_idx = next(outer.split(index, labels))
         train_idx, val_idx = rest, rest[:0]
