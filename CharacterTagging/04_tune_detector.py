@@ -101,15 +101,21 @@ def main(argv=None):
 
     from animeml.characters.classifier import load_model, read_image_labels
     from animeml.core.batch import load_model_for
-    from animeml.core.faces import load_cascade, load_rgb
+    from animeml.core.faces import load_cascade
+    from animeml.core.imagefile import ImageUnreadable, read_rgb
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.runs import RunRecord, fingerprint_files
     from animeml.core.splits import load_or_make_split
 
-    labels = {file: character for file, character in read_image_labels(args.labels).items()
-              if (args.images / file).exists()}
+    images, labels = {}, {}
+    for file, character in read_image_labels(args.labels).items():
+        if (args.images / file).exists():
+            try:  # an unreadable image is left out with its reason, as identify_characters.py does
+                images[file], labels[file] = read_rgb(args.images / file, downsize=True), character
+            except ImageUnreadable as err:
+                print(f"skipped: {err}")
     if len(labels) < 10:
-        raise PipelineError(f"{args.labels}: only {len(labels)} labelled images found in {args.images}, need 10")
+        raise PipelineError(f"{args.labels}: only {len(labels)} readable labelled images found in {args.images}, need 10")
     files = sorted(labels)
     record = RunRecord("characters/04_tune_detector", cli.settings_of(args),
                        inputs={"labels": args.labels, "model": args.model})
@@ -118,7 +124,7 @@ def main(argv=None):
     one_hot = np.array([[labels[file] == character for character in characters] for file in files])
     split = load_or_make_split(characters_dir() / "illustration_split.csv", files, val=0.0, test=TEST_SHARE,
                                seed=args.seed, labels=one_hot)
-    parts = {part: {file: load_rgb(args.images / file) for file, where in zip(files, split) if where == role}
+    parts = {part: {file: images[file] for file, where in zip(files, split) if where == role}
              for part, role in (("tune", "train"), ("test", "test"))}
     print(f"{len(files)} labelled images: {len(parts['tune'])} tune the detector, {len(parts['test'])} measure it")
 

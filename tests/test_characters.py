@@ -116,10 +116,14 @@ def test_detector_is_tuned_on_one_part_and_measured_on_the_other(shared, tmp_pat
         for source in sorted((shared / "data" / "characters" / "illustrations").glob(f"{character}_*.jpg"))[:5]:
             (images / source.name).write_bytes(source.read_bytes())
             labelled[source.name] = character
+    (images / "broken.jpg").write_bytes(b"not an image")  # one unreadable illustration among good ones
     labels = tmp_path / "labels.csv"
-    pd.DataFrame({"file": list(labelled), "character": list(labelled.values())}).to_csv(labels, index=False)
+    pd.DataFrame({"file": [*labelled, "broken.jpg"], "character": [*labelled.values(), CHARACTERS[0]]}).to_csv(
+        labels, index=False)
     run_script("04_tune_detector.py", "--images", images, "--labels", labels, "--model", model,
                monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert "skipped: " in out and "broken.jpg" in out  # one line with its reason; the run goes on without it
 
     split = pd.read_csv(tmp_path / "data" / "characters" / "illustration_split.csv")
     assert sorted(split["group"]) == sorted(labelled) and split["split"].value_counts().to_dict() == {"test": 6,
@@ -132,4 +136,4 @@ def test_detector_is_tuned_on_one_part_and_measured_on_the_other(shared, tmp_pat
     assert set(measured["role"]) <= {"chosen", "default"} and (measured["test_images"] == 6).all()
     chosen = settings[settings["role"] == "chosen"].iloc[0]
     assert chosen["tune_character_found"] == settings["tune_character_found"].max()
-    assert "identify_characters.py --scale-factor" in capsys.readouterr().out
+    assert "identify_characters.py --scale-factor" in out
