@@ -128,6 +128,9 @@ def main(argv=None):
         raise PipelineError(f"--held-out names no character folder: {', '.join(unknown_names)}")
     held_out = table["character"].isin(args.held_out)
     unknown_paths = table["path"][held_out & (table["split"] == "test")].to_numpy()
+    if args.held_out and not len(unknown_paths):
+        raise PipelineError(f"--held-out {' '.join(args.held_out)}: none of their faces is in the test split, so "
+                            "there is nothing to measure the unknown answer on")
     table = table[~held_out].reset_index(drop=True)
     names = sorted(table["character"].unique())
     y = table["character"].map({character: i for i, character in enumerate(names)}).to_numpy()

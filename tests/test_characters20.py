@@ -194,6 +194,14 @@ def test_held_out_name_must_be_a_character(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match="nobody"):
         module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones",
                      "--held-out", "nobody"])
+    # a held-out character whose faces are all in train leaves nothing to measure `unknown` on
+    files = sorted(f"{p.parent.name}/{p.name}" for p in faces.glob("*/*.png"))
+    split = ["train" if file.startswith("red/") else ("test" if i % 4 == 0 else "train")
+             for i, file in enumerate(files)]
+    pd.DataFrame({"file": files, "split": split}).to_csv(faces / "split.csv", index=False)
+    with pytest.raises(PipelineError, match="none of their faces is in the test split"):
+        module.main(["--faces-dir", str(faces), "--split", str(faces / "split.csv"), "--backbones", "small_cnn",
+                     "--baseline-backbones", "--held-out", "red"])
 
 
 def test_head_learning_rate_warms_up_then_falls_along_a_cosine():
