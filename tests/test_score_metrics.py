@@ -47,3 +47,18 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_rows(tmp
     assert set(pd.read_csv(tmp_path / "scores.csv")["rows"]) == {"all rows"}
     markdown = (tmp_path / "scores.md").read_text()
     assert "# T" in markdown and "| good | 400 |" in markdown and "- a note" in markdown
+
+
+def test_resamples_scored_at_once_equal_one_by_one():
+    # the bootstrap scores a (resamples, rows) matrix in one call; each row must score as it would alone
+    rng = np.random.default_rng(2)
+    y_true, y_pred = rng.uniform(5, 9, (6, 30)), rng.uniform(5, 9, (6, 30))
+    y_true[1] = 7.0  # constant truth: R2 as sklearn's, correlations NaN
+    y_pred[2] = 6.0  # constant predictions
+    together = regression_metrics(y_true, y_pred, score_range=(1, 10))
+    for i in range(len(y_true)):
+        alone = regression_metrics(y_true[i], y_pred[i], score_range=(1, 10))
+        for name in METRIC_NAMES:
+            np.testing.assert_allclose(together[name][i], alone[name], rtol=1e-12, err_msg=name)
+    assert together["R2"][1] == metrics.r2_score(y_true[1], y_pred[1]) == 0.0
+    assert np.isnan(together["Pearson"][1]) and np.isnan(together["Kendall"][2])

@@ -8,7 +8,6 @@ Every model of one table is scored on the same bootstrap resamples of the same r
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn import metrics
 
 from animeml.core.io import atomic_path, write_csv
 
@@ -17,20 +16,40 @@ METRIC_NAMES = ["MAE", "RMSE", "R2", "Pearson", "Spearman", "Kendall", "MSE_minm
 
 def regression_metrics(y_true, y_pred, score_range):
     """MAE, RMSE, R2, the three correlations, and the MSE of scores min-max scaled by `score_range` (lo, hi):
-    the scale the multimodal popularity paper reports. A correlation of constant predictions is NaN."""
+    the scale the multimodal popularity paper reports. A correlation of constant predictions is NaN.
+
+    Computed along the last axis: 1-D arrays give one number per metric, (resamples, rows) arrays one per resample
+    (the bootstrap scores all its resamples in one call; the formulas are sklearn's and scipy's)."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     lo, hi = score_range
-    constant = np.ptp(y_pred) == 0 or np.ptp(y_true) == 0
-    correlation = (lambda f: np.nan) if constant else (lambda f: f(y_true, y_pred)[0])
-    return {
-        "MAE": metrics.mean_absolute_error(y_true, y_pred),
-        "RMSE": metrics.root_mean_squared_error(y_true, y_pred),
-        "R2": metrics.r2_score(y_true, y_pred),
-        "Pearson": correlation(stats.pearsonr),
-        "Spearman": correlation(stats.spearmanr),
-        "Kendall": correlation(stats.kendalltau),
-        "MSE_minmax": metrics.mean_squared_error((y_true - lo) / (hi - lo), (y_pred - lo) / (hi - lo)),
+    error = y_pred - y_true
+    squared = np.mean(error ** 2, axis=-1)
+    total = np.sum((y_true - y_true.mean(axis=-1, keepdims=True)) ** 2, axis=-1)
+    residual = squared * y_true.shape[-1]
+    # sklearn's r2_score on constant truth: 1 for a perfect fit, else 0
+    r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
+    constant = (np.ptp(y_pred, axis=-1) == 0) | (np.ptp(y_true, axis=-1) == 0)
+    ranks = (stats.rankdata(y_true, axis=-1), stats.rankdata(y_pred, axis=-1))
+    kendall = np.array([stats.kendalltau(t, p)[0] if not c else np.nan for t, p, c in
+                        zip(np.atleast_2d(y_true), np.atleast_2d(y_pred), np.atleast_1d(constant))])
+    values = {
+        "MAE": np.mean(np.abs(error), axis=-1),
+        "RMSE": np.sqrt(squared),
+        "R2": r2,
+        "Pearson": np.where(constant, np.nan, pearson(y_true, y_pred)),
+        "Spearman": np.where(constant, np.nan, pearson(*ranks)),
+        "Kendall": kendall.reshape(constant.shape),
+        "MSE_minmax": squared / (hi - lo) ** 2,
     }
+    return {name: float(value) if np.ndim(value) == 0 else value for name, value in values.items()}
+
+
+def pearson(a, b):
+    """Pearson correlation along the last axis (NaN where either side is constant), clipped to [-1, 1] as scipy's."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.sum(a * b, axis=-1) / np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1)), -1, 1)
 
 
 def bootstrap_indices(n, n_boot=1000, seed=0):
@@ -42,9 +61,9 @@ def bootstrap_intervals(y_true, y_pred, score_range, indices, level=0.95):
     """Percentile interval of each metric over the resamples in `indices`: {name: (low, high)}; a correlation
     that is undefined on every resample (constant predictions) gets (NaN, NaN)."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    samples = pd.DataFrame([regression_metrics(y_true[i], y_pred[i], score_range) for i in indices])
+    samples = regression_metrics(y_true[indices], y_pred[indices], score_range)
     tail = (1 - level) / 2 * 100
-    return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) if samples[name].notna().any()
+    return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) if np.isfinite(samples[name]).any()
             else (np.nan, np.nan) for name in METRIC_NAMES}
 
 
