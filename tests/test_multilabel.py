@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from animeml.core.multilabel import (best_constant_set, evaluate, label_prior, most_frequent_labels, multi_hot,
-                                plot_pr_curves, top_k_accuracy, tune_global_threshold, tune_thresholds)
+from animeml.core.multilabel import (best_constant_set, bootstrap_interval, evaluate, label_prior, most_frequent_labels,
+                                     multi_hot, plot_pr_curves, resampled_f1, top_k_accuracy, tune_global_threshold,
+                                     tune_thresholds)
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -38,6 +39,21 @@ def test_metrics_match_sklearn():
     assert m["map"] == pytest.approx(average_precision_score(y, prob, average="macro"))
     for j, label in enumerate(LABELS):
         assert m[f"f1_{label}"] == pytest.approx(f1_score(y[:, j], pred[:, j]))
+
+
+def test_resampled_f1_equals_sklearn_on_each_resample():
+    # the bootstrap scores every resample at once from per-label counts; each must equal sklearn on that resample
+    y, prob = planted(rows=40)
+    y[:, 3] = 0  # a label never true: in some resamples never predicted either (sklearn's zero_division=0)
+    pred = (prob >= 0.5).astype(bool)
+    pred[:, 3] = prob[:, 3] > 0.97
+    indices = np.random.default_rng(1).integers(0, 40, (30, 40))
+    for average in ("micro", "macro"):
+        got = resampled_f1(y.astype(bool), pred, indices, average)
+        want = [f1_score(y[i], pred[i], average=average, zero_division=0) for i in indices]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    low, high = bootstrap_interval(y, prob, 0.5, n_boot=200)
+    assert low <= f1_score(y, prob >= 0.5, average="micro") <= high and low < high
 
 
 def test_top_k_accuracy_on_known_rows():

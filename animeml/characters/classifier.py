@@ -281,21 +281,39 @@ def class_report(y_true, y_pred, labels):
 def classification_scores(y_true, scores, k=5):
     """Top-1 and top-`k` accuracy and macro-F1 (over the classes present in `y_true` or predicted) of class
     scores (n, n_classes): probabilities, or any score where higher means more likely."""
-    from sklearn.metrics import f1_score
-
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return {"top1": float(np.mean(top[:, 0] == y_true)), f"top{k}": float(np.mean((top == y_true[:, None]).any(1))),
-            "macro_f1": float(f1_score(y_true, top[:, 0], average="macro", zero_division=0))}
+    rows = np.arange(len(y_true))[None]
+    return {name: float(value[0]) for name, value in resampled_scores(y_true, top, scores.shape[1], rows, k).items()}
 
 
-def scores_with_intervals(y_true, scores, n_boot=1000, seed=0, level=0.95):
+def resampled_scores(y_true, top, n_classes, indices, k=5):
+    """classification_scores of each resample (row of `indices`, resamples x rows), given each row's `top`
+    classes (rows x k, best first). Macro-F1 is sklearn's f1_score(average="macro", zero_division=0): the mean of
+    2 TP / (true + predicted) over the classes a resample has in its truth or its predictions."""
+    hit = top == y_true[:, None]
+    predicted, truth = top[:, 0][indices], y_true[indices]
+    offsets = np.arange(len(indices))[:, None] * n_classes
+
+    def per_class(ids, weights=None):
+        return np.bincount((offsets + ids).ravel(), None if weights is None else weights.ravel(),
+                           minlength=len(indices) * n_classes).reshape(len(indices), n_classes)
+
+    denominator = per_class(truth) + per_class(predicted)
+    f1 = np.divide(2 * per_class(truth, hit[:, 0][indices].astype(float)), denominator,
+                   out=np.zeros(denominator.shape), where=denominator > 0)
+    return {"top1": hit[:, 0][indices].mean(axis=1), f"top{k}": hit.any(axis=1)[indices].mean(axis=1),
+            "macro_f1": f1.sum(axis=1) / np.maximum((denominator > 0).sum(axis=1), 1)}
+
+
+def scores_with_intervals(y_true, scores, n_boot=1000, seed=0, level=0.95, k=5):
     """classification_scores and, for each, `<name>_low`/`<name>_high`: a percentile bootstrap interval over
     resampled rows (the same resamples for every model scored with the same `seed` on the same rows)."""
     y_true, scores = np.asarray(y_true), np.asarray(scores)
-    point = classification_scores(y_true, scores)
+    point = classification_scores(y_true, scores, k)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     indices = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
-    samples = pd.DataFrame([classification_scores(y_true[i], scores[i]) for i in indices])
+    samples = resampled_scores(y_true, top, scores.shape[1], indices, k)
     tail = (1 - level) / 2 * 100
     result = {}
     for name, value in point.items():

@@ -169,8 +169,24 @@ def plot_pr_curves(y_true, y_prob, labels, path, title="Precision-recall per lab
 def bootstrap_interval(y_true, y_prob, thresholds, average="micro", n_boot=1000, seed=0, level=0.95):
     """Percentile interval of F1 over rows resampled with replacement (same resamples for every model when
     `seed` is the same)."""
-    y_true, y_pred = np.asarray(y_true), predict(y_prob, thresholds)
+    y_true, y_pred = np.asarray(y_true, bool), predict(y_prob, thresholds).astype(bool)
     indices = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
-    scores = [f1_score(y_true[i], y_pred[i], average=average, zero_division=0) for i in indices]
+    scores = resampled_f1(y_true, y_pred, indices, average)
     tail = (1 - level) / 2 * 100
     return tuple(float(v) for v in np.percentile(scores, [tail, 100 - tail]))
+
+
+def resampled_f1(y_true, y_pred, indices, average="micro"):
+    """sklearn's f1_score(y_true[i], y_pred[i], average, zero_division=0) for every row `i` of `indices`
+    (resamples x rows), from per-label counts of each resample: F1 = 2 TP / (true + predicted)."""
+    def counts(hits):
+        return np.stack([hits[i].sum(axis=0) for i in indices]).astype(float)  # (resamples, labels)
+
+    true_positives, true, predicted = counts(y_true & y_pred), counts(y_true), counts(y_pred)
+    if average == "micro":
+        true_positives, true, predicted = (c.sum(axis=1, keepdims=True) for c in (true_positives, true, predicted))
+    elif average != "macro":
+        raise ValueError(f"average must be 'micro' or 'macro', not {average!r}")
+    denominator = true + predicted
+    f1 = np.divide(2 * true_positives, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return f1.mean(axis=1)
