@@ -82,7 +82,7 @@ def main(argv=None):
     # the baselines see the same metadata groups as the models (franchise included, synopsis neighbours if used)
     neighbours = next((sidecar["encoder"]["neighbours"] for _, sidecar in models.values()
                        if "neighbours" in (sidecar["encoder"] or {})), None)
-    baselines = fit_baselines(train, fit_metadata_encoder(train, with_post_release=with_post_release,
+    predict_baselines = fit_baselines(train, fit_metadata_encoder(train, with_post_release=with_post_release,
                                                           neighbours_model=neighbours and neighbours["model"]))
 
     anime_predictions, poster_predictions = {}, {}
@@ -97,9 +97,8 @@ def main(argv=None):
                                                       train_posters["score"])
                 poster_predictions[f"{label} calibrated on train posters (no image)"] = \
                     slope * poster_predictions[label] + intercept
-    for name, predict in baselines.items():
-        anime_predictions[f"{name} (baseline)"] = predict(test)
-        poster_predictions[f"{name} (baseline)"] = predict(posters)
+    for rows, predictions in ((test, anime_predictions), (posters, poster_predictions)):
+        predictions.update({f"{name} (baseline)": values for name, values in predict_baselines(rows).items()})
     poster_predictions["mean score of train posters (baseline)"] = np.full(len(posters),
                                                                        train_posters["score"].mean())
 

@@ -29,6 +29,7 @@ known from the day the entry exists: it orders entries by when they were added, 
 Genres that are awards (POST_RELEASE_GENRES) are known only after release and are left out.
 """
 import bisect
+import functools
 import re
 
 import numpy as np
@@ -171,8 +172,7 @@ def title_neighbours_block(table, title_neighbours, chunk=2048):
     block[:, 6] = 1.0
     if not title_neighbours["names"] or not len(table):
         return block
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
-    train_vectors = vectorizer.fit_transform(title_neighbours["names"])
+    vectorizer, train_vectors = title_vectorizer(tuple(title_neighbours["names"]))
     train_ids = np.asarray(title_neighbours["ids"], float)
     train_z = (np.asarray(title_neighbours["scores"]) - mean) / std
     vectors = vectorizer.transform(names.where(names.map(lambda n: isinstance(n, str)), ""))
@@ -192,6 +192,14 @@ def title_neighbours_block(table, title_neighbours, chunk=2048):
         rows[:, 5] = np.log1p(same.sum(1))
         rows[:, 6] = weights[:, 0] == 0
     return block
+
+
+@functools.lru_cache(maxsize=2)
+def title_vectorizer(names):
+    """The TF-IDF of character 2-4-grams fit on the train titles `names` (a tuple) and their vectors; fit once per
+    process, as a step encodes several tables against the same train titles."""
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
+    return vectorizer, vectorizer.fit_transform(names)
 
 
 def top_k(similarity, k):
