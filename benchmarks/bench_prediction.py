@@ -119,7 +119,8 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", choices=sorted(SCRIPTS), default=sorted(SCRIPTS),
                         help="which prediction scripts to measure")
     parser.add_argument("--mixed-precision", action="store_true",
-                        help="build the models with float16 compute (mixed_float16)")
+                        help="build the models with half-precision compute: mixed_float16 on a GPU, "
+                        "mixed_bfloat16 on a CPU")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run for the tests: small images (64 px), whatever --images says")
     args = cli.parse(parser, argv)
@@ -128,10 +129,12 @@ def main(argv=None):
     import tensorflow as tf
 
     from animeml.core.store import read_sidecar
+    from animeml.core.trainer import mixed_policy
 
+    policy = mixed_policy() if args.mixed_precision else "float32"
     print(f"devices: {', '.join(d.name for d in tf.config.list_logical_devices())}; "
-          f"mixed precision {'on' if args.mixed_precision else 'off'}")
-    keras.mixed_precision.set_global_policy("mixed_float16" if args.mixed_precision else "float32")
+          f"mixed precision {policy if args.mixed_precision else 'off'}")
+    keras.mixed_precision.set_global_policy(policy)
     sizes = {"tags": SETTINGS["tag_image_size"], "genres": SETTINGS["genre_image_size"]}
     if args.quick:
         sizes = dict.fromkeys(sizes, 64)

@@ -3,13 +3,13 @@ trainer (animeml.core.trainer) runs: the backbone frozen, then its top layers fi
 achieves next to the machine's peak, so the distance to the limit shows.
 
 FLOPs per training image are counted by TensorFlow's profiler on the graph of one training step (forward pass and
-the gradients of the weights that phase trains; a multiply-add counts 2). The peak is a large float32 matmul
-(float16 too with --mixed-precision) on the same device. Posters come through animeml.core.images.image_dataset
-(augmented, decoded images cached, so the first untimed step also fills the cache); backbones start from random
-weights, which cost the same as ImageNet ones and need no download.
+the gradients of the weights that phase trains; a multiply-add counts 2). The peak is a large float32 matmul (and
+one in the half precision of --mixed-precision: float16 on a GPU, bfloat16 on a CPU) on the same device. Posters
+come through animeml.core.images.image_dataset (augmented, decoded images cached, so the first untimed step also
+fills the cache); backbones start from random weights, which cost the same as ImageNet ones and need no download.
 
     python benchmarks/bench_training.py --backbones efficientnet_lite0 resnet50 small_cnn --steps 5
-    python benchmarks/bench_training.py --mixed-precision          # on a GPU
+    python benchmarks/bench_training.py --mixed-precision          # float16 on a GPU, bfloat16 on a CPU
 """
 import time
 from pathlib import Path
@@ -88,7 +88,8 @@ def main(argv=None):
                         help="top backbone layers trained in the fine-tuning phase")
     parser.add_argument("--matmul-size", type=cli.positive_int, default=SETTINGS["matmul_size"],
                         help="side of the square matmul that measures the peak")
-    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (mixed_float16)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="half-precision compute: mixed_float16 on a GPU, mixed_bfloat16 on a CPU")
     args = cli.parse(parser, argv)
 
     import keras
@@ -99,6 +100,7 @@ def main(argv=None):
         tf.get_logger().setLevel("ERROR")  # the profiler's deprecation notices
     from animeml.core.backbones import build_backbone, set_trainable
     from animeml.core.images import image_dataset
+    from animeml.core.trainer import mixed_policy
     from animeml.score.models import build_vision_model
 
     image_paths = sorted(args.images.glob("*.jpg"))[:args.batch_size * args.steps]
@@ -107,12 +109,13 @@ def main(argv=None):
     image_size = tuple(args.image_size)
     ds = image_dataset(image_paths, np.zeros(len(image_paths), np.float32), image_size=image_size,
                        batch_size=args.batch_size, training=True, cache=True).repeat()
+    policy = keras.mixed_precision.Policy(mixed_policy() if args.mixed_precision else "float32")
     peaks = {"float32": peak_gflops(args.matmul_size, tf.float32)}
     if args.mixed_precision:
-        peaks["float16"] = peak_gflops(args.matmul_size, tf.float16)
-    keras.mixed_precision.set_global_policy("mixed_float16" if args.mixed_precision else "float32")
+        peaks[policy.compute_dtype] = peak_gflops(args.matmul_size, tf.as_dtype(policy.compute_dtype))
+    keras.mixed_precision.set_global_policy(policy)
     devices = ", ".join(d.name for d in tf.config.list_logical_devices())
-    print(f"devices: {devices}; mixed precision {'on' if args.mixed_precision else 'off'}; peak "
+    print(f"devices: {devices}; mixed precision {policy.name if args.mixed_precision else 'off'}; peak "
           + ", ".join(f"{dtype} matmul {gflops:.0f} GFLOP/s" for dtype, gflops in peaks.items())
           + f" ({args.matmul_size}x{args.matmul_size})")
     print(f"training, vision score model, {image_size[0]}x{image_size[1]} px, batch {args.batch_size}, "

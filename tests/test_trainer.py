@@ -83,3 +83,19 @@ def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
         results.append(pd.read_csv(tmp_path / f"data{run}" / "tags" / "metrics.csv"))
     pd.testing.assert_frame_equal(results[0], results[1])
     assert results[0]["map"].between(0, 1).all()
+
+
+def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
+    # float16 is emulated on a CPU; bfloat16 runs natively there and needs no loss scaling
+    try:
+        assert trainer.use_mixed_precision(requested=True)
+        assert keras.mixed_precision.global_policy().name == trainer.mixed_policy() == "mixed_bfloat16"
+        model = tiny_model()
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        model.fit(tiny_data(8), epochs=1, verbose=0)
+        assert model.get_layer("backbone").compute_dtype == "bfloat16"
+        assert "mixed_bfloat16" in trainer.describe(tf.distribute.OneDeviceStrategy("/cpu:0"), True)
+        assert not trainer.use_mixed_precision(requested=None)  # off by default without a GPU
+        assert keras.mixed_precision.global_policy().name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

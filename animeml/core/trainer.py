@@ -55,18 +55,24 @@ def make_strategy(name="auto"):
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
+def mixed_policy():
+    """Keras' mixed dtype policy for this machine: float16 compute on a GPU; bfloat16 on a CPU, where float16 is
+    emulated (bfloat16 runs natively on CPUs with AVX512-BF16 or AMX, and needs no loss scaling)."""
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
 def use_mixed_precision(requested=None, deterministic=False):
-    """Set Keras' dtype policy: mixed float16 when `requested` (None: when a GPU is visible and not
+    """Set Keras' dtype policy: `mixed_policy()` when `requested` (None: when a GPU is visible and not
     `deterministic`). Output layers of the task models stay float32. Returns whether it is on."""
     on = bool(tf.config.list_logical_devices("GPU")) and not deterministic if requested is None else requested
-    keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
+    keras.mixed_precision.set_global_policy(mixed_policy() if on else "float32")
     return on
 
 
 def describe(strategy, mixed_precision):
     devices = list(strategy.extended.worker_devices)
     return (f"training on {len(devices)} device(s) ({', '.join(devices)}) with {type(strategy).__name__}, "
-            f"mixed precision {'on' if mixed_precision else 'off'}")
+            f"mixed precision {keras.mixed_precision.global_policy().name if mixed_precision else 'off'}")
 
 
 class ValidationScore(keras.callbacks.Callback):
