@@ -62,3 +62,13 @@ def test_resamples_scored_at_once_equal_one_by_one():
             np.testing.assert_allclose(together[name][i], alone[name], rtol=1e-12, err_msg=name)
     assert together["R2"][1] == metrics.r2_score(y_true[1], y_pred[1]) == 0.0
     assert np.isnan(together["Pearson"][1]) and np.isnan(together["Kendall"][2])
+
+
+def test_a_prediction_that_is_not_a_number_is_one_error_naming_the_model():
+    from animeml.core.io import PipelineError
+
+    y_true = np.array([5.0, 6.0, 7.0, 8.0])
+    with pytest.raises(PipelineError, match=r"broken model: 1 of 4 values are not finite"):
+        metrics_table(y_true, {"good": y_true + 0.1, "broken model": [5.0, np.nan, 7.0, 8.0]}, (1, 10), n_boot=10)
+    with pytest.raises(PipelineError, match="true scores: 1 of 4"):
+        metrics_table([5.0, 6.0, np.inf, 8.0], {"good": y_true}, (1, 10), n_boot=10)

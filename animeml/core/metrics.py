@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from animeml.core.io import atomic_path, write_csv
+from animeml.core.io import PipelineError, atomic_path, write_csv
 
 METRIC_NAMES = ["MAE", "RMSE", "R2", "Pearson", "Spearman", "Kendall", "MSE_minmax"]
 
@@ -71,6 +71,11 @@ def metrics_table(y_true, predictions, score_range, n_boot=1000, seed=0):
     """One row per model: n, each metric and its bootstrap 95% interval (`<metric>_low`, `<metric>_high`)."""
     indices = bootstrap_indices(len(y_true), n_boot, seed)
     rows = []
+    for model, y_pred in {"true scores": y_true, **predictions}.items():
+        broken = int(np.sum(~np.isfinite(np.asarray(y_pred, float))))
+        if broken:
+            raise PipelineError(f"{model}: {broken} of {len(y_true)} values are not finite numbers, so no metric of "
+                                "them means anything")
     for model, y_pred in predictions.items():
         point = regression_metrics(y_true, y_pred, score_range)
         interval = bootstrap_intervals(y_true, y_pred, score_range, indices)
