@@ -72,3 +72,20 @@ def test_a_prediction_that_is_not_a_number_is_one_error_naming_the_model():
         metrics_table(y_true, {"good": y_true + 0.1, "broken model": [5.0, np.nan, 7.0, 8.0]}, (1, 10), n_boot=10)
     with pytest.raises(PipelineError, match="true scores: 1 of 4"):
         metrics_table([5.0, 6.0, np.inf, 8.0], {"good": y_true}, (1, 10), n_boot=10)
+
+
+def test_intervals_are_the_same_when_the_resamples_are_scored_in_small_blocks(monkeypatch):
+    # memory stays bounded for any --n-boot: blocks of resamples give exactly the intervals of one block
+    from animeml.characters.classifier import scores_with_intervals
+    from animeml.core import metrics as metrics_module
+
+    rng = np.random.default_rng(3)
+    y_true = rng.uniform(5, 9, 50)
+    predictions = {"model": y_true + rng.normal(0, 0.5, 50)}
+    labels, scores = rng.integers(0, 4, 50), rng.random((50, 4))
+    whole = metrics_table(y_true, predictions, (1, 10), n_boot=120), scores_with_intervals(labels, scores, n_boot=120)
+    monkeypatch.setattr(metrics_module, "BOOTSTRAP_BLOCK", 50 * 7)  # 17 blocks of about 7 resamples
+    assert len(metrics_module.bootstrap_blocks(np.zeros((120, 50), int))) == 17
+    blocked = metrics_table(y_true, predictions, (1, 10), n_boot=120), scores_with_intervals(labels, scores, n_boot=120)
+    pd.testing.assert_frame_equal(whole[0], blocked[0])
+    assert whole[1] == blocked[1]

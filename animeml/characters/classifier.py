@@ -26,6 +26,7 @@ from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
 from animeml.core.images import image_batch, image_dataset
 from animeml.core.io import PipelineError, atomic_path
+from animeml.core.metrics import bootstrap_blocks
 
 SCRATCH_BACKBONES = ("small_cnn",)
 # The layer a backbone's trainable top starts after: the end of EfficientNet-Lite's stage 5 (its last stage before the
@@ -313,7 +314,9 @@ def scores_with_intervals(y_true, scores, n_boot=1000, seed=0, level=0.95, k=5):
     point = classification_scores(y_true, scores, k)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     indices = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
-    samples = resampled_scores(y_true, top, scores.shape[1], indices, k)
+    blocks = [resampled_scores(y_true, top, scores.shape[1], block, k)
+              for block in bootstrap_blocks(indices)]
+    samples = {name: np.concatenate([block[name] for block in blocks]) for name in point}
     tail = (1 - level) / 2 * 100
     result = {}
     for name, value in point.items():

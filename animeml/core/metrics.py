@@ -12,6 +12,7 @@ from scipy import stats
 from animeml.core.io import PipelineError, atomic_path, write_csv
 
 METRIC_NAMES = ["MAE", "RMSE", "R2", "Pearson", "Spearman", "Kendall", "MSE_minmax"]
+BOOTSTRAP_BLOCK = 2_000_000  # resampled rows scored at once: a few arrays of 16 MB, whatever --n-boot asks
 
 
 def regression_metrics(y_true, y_pred, score_range):
@@ -57,11 +58,19 @@ def bootstrap_indices(n, n_boot=1000, seed=0):
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def bootstrap_blocks(indices):
+    """`indices` (resamples x rows) cut into blocks of whole resamples of about BOOTSTRAP_BLOCK rows in all, so a
+    vectorised bootstrap's memory stays bounded however many resamples it is asked for."""
+    return np.array_split(indices, min(len(indices), max(1, indices.size // BOOTSTRAP_BLOCK)))
+
+
 def bootstrap_intervals(y_true, y_pred, score_range, indices, level=0.95):
     """Percentile interval of each metric over the resamples in `indices`: {name: (low, high)}; a correlation
     that is undefined on every resample (constant predictions) gets (NaN, NaN)."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    samples = regression_metrics(y_true[indices], y_pred[indices], score_range)
+    blocks = [regression_metrics(y_true[block], y_pred[block], score_range)
+              for block in bootstrap_blocks(indices)]
+    samples = {name: np.concatenate([block[name] for block in blocks]) for name in METRIC_NAMES}
     tail = (1 - level) / 2 * 100
     return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) if np.isfinite(samples[name]).any()
             else (np.nan, np.nan) for name in METRIC_NAMES}
