@@ -311,8 +311,13 @@ def test_ctrl_c_stops_step_02_within_seconds_with_a_consistent_index(server, tmp
     rows = [f"{server.url}/ok/{i}.jpg" for i in range(1, 5)] + [f"{server.url}/hang/{i}.jpg" for i in range(5, 25)]
     pd.DataFrame({"anime_id": range(1, 25), "Image URL": rows}).to_csv(tmp_path / "anime.csv", index=False)
     out = tmp_path / "posters"
-    run = subprocess.Popen([sys.executable, str(FOLDER / SCRIPTS["02"]), "--csv", str(tmp_path / "anime.csv"),
-                            "--out-dir", str(out), "--workers", "2", "--timeout", "2"],
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the process started, and a shell
+    # ignores it in background jobs (`pytest &` without job control): the step is given a terminal's default.
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    run = subprocess.Popen([sys.executable, "-c", start, str(FOLDER / SCRIPTS["02"]),
+                            "--csv", str(tmp_path / "anime.csv"), "--out-dir", str(out), "--workers", "2",
+                            "--timeout", "2"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
