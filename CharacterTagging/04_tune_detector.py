@@ -115,7 +115,8 @@ def main(argv=None):
             except ImageUnreadable as err:
                 print(f"skipped: {err}")
     if len(labels) < 10:
-        raise PipelineError(f"{args.labels}: only {len(labels)} readable labelled images found in {args.images}, need 10")
+        raise PipelineError(f"{args.labels}: only {len(labels)} readable labelled images found in {args.images}, "
+                            "need 10")
     files = sorted(labels)
     record = RunRecord("characters/04_tune_detector", cli.settings_of(args),
                        inputs={"labels": args.labels, "model": args.model})

@@ -26,7 +26,8 @@ from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
 from animeml.core.images import image_batch, image_dataset
 from animeml.core.io import PipelineError, atomic_path
-from animeml.core.metrics import bootstrap_blocks
+from animeml.core.metrics import bootstrap_samples
+from animeml.core.multilabel import f1_from_counts
 
 SCRATCH_BACKBONES = ("small_cnn",)
 # The layer a backbone's trainable top starts after: the end of EfficientNet-Lite's stage 5 (its last stage before the
@@ -290,8 +291,8 @@ def classification_scores(y_true, scores, k=5):
 
 def resampled_scores(y_true, top, n_classes, indices, k=5):
     """classification_scores of each resample (row of `indices`, resamples x rows), given each row's `top`
-    classes (rows x k, best first). Macro-F1 is sklearn's f1_score(average="macro", zero_division=0): the mean of
-    2 TP / (true + predicted) over the classes a resample has in its truth or its predictions."""
+    classes (rows x k, best first). Macro-F1 is sklearn's f1_score(average="macro", zero_division=0): the mean F1
+    over the classes a resample has in its truth or its predictions."""
     hit = top == y_true[:, None]
     predicted, truth = top[:, 0][indices], y_true[indices]
     offsets = np.arange(len(indices))[:, None] * n_classes
@@ -300,11 +301,12 @@ def resampled_scores(y_true, top, n_classes, indices, k=5):
         return np.bincount((offsets + ids).ravel(), None if weights is None else weights.ravel(),
                            minlength=len(indices) * n_classes).reshape(len(indices), n_classes)
 
-    denominator = per_class(truth) + per_class(predicted)
-    f1 = np.divide(2 * per_class(truth, hit[:, 0][indices].astype(float)), denominator,
-                   out=np.zeros(denominator.shape), where=denominator > 0)
+    true_positives = per_class(truth, hit[:, 0][indices].astype(float))
+    true, named = per_class(truth), per_class(predicted)
+    present = (true + named) > 0
+    f1 = f1_from_counts(true_positives, named - true_positives, true - true_positives)
     return {"top1": hit[:, 0][indices].mean(axis=1), f"top{k}": hit.any(axis=1)[indices].mean(axis=1),
-            "macro_f1": f1.sum(axis=1) / np.maximum((denominator > 0).sum(axis=1), 1)}
+            "macro_f1": f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)}
 
 
 def scores_with_intervals(y_true, scores, n_boot=1000, seed=0, level=0.95, k=5):
@@ -314,9 +316,7 @@ def scores_with_intervals(y_true, scores, n_boot=1000, seed=0, level=0.95, k=5):
     point = classification_scores(y_true, scores, k)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     indices = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
-    blocks = [resampled_scores(y_true, top, scores.shape[1], block, k)
-              for block in bootstrap_blocks(indices)]
-    samples = {name: np.concatenate([block[name] for block in blocks]) for name in point}
+    samples = bootstrap_samples(lambda block: resampled_scores(y_true, top, scores.shape[1], block, k), indices)
     tail = (1 - level) / 2 * 100
     result = {}
     for name, value in point.items():

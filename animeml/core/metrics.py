@@ -64,13 +64,18 @@ def bootstrap_blocks(indices):
     return np.array_split(indices, min(len(indices), max(1, indices.size // BOOTSTRAP_BLOCK)))
 
 
+def bootstrap_samples(score, indices):
+    """{name: one value per resample} over all of `indices`, from `score(block)`, which returns such a dict for a
+    block of resamples; the blocks (bootstrap_blocks) keep memory bounded."""
+    blocks = [score(block) for block in bootstrap_blocks(indices)]
+    return {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
+
+
 def bootstrap_intervals(y_true, y_pred, score_range, indices, level=0.95):
     """Percentile interval of each metric over the resamples in `indices`: {name: (low, high)}; a correlation
     that is undefined on every resample (constant predictions) gets (NaN, NaN)."""
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    blocks = [regression_metrics(y_true[block], y_pred[block], score_range)
-              for block in bootstrap_blocks(indices)]
-    samples = {name: np.concatenate([block[name] for block in blocks]) for name in METRIC_NAMES}
+    samples = bootstrap_samples(lambda block: regression_metrics(y_true[block], y_pred[block], score_range), indices)
     tail = (1 - level) / 2 * 100
     return {name: tuple(np.nanpercentile(samples[name], [tail, 100 - tail])) if np.isfinite(samples[name]).any()
             else (np.nan, np.nan) for name in METRIC_NAMES}

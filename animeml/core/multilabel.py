@@ -69,7 +69,9 @@ def evaluate(y_true, y_prob, thresholds, labels):
     return {name: float(value) for name, value in metrics.items()}
 
 
-def _f1_from_counts(tp, fp, fn):
+def f1_from_counts(tp, fp, fn):
+    """F1 from counts of true positives, false positives and false negatives (arrays alike); 0 where all are 0,
+    as sklearn's zero_division=0."""
     return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
 
 
@@ -106,7 +108,7 @@ def tune_thresholds(y_true, y_prob, average="micro", grid=THRESHOLD_GRID, sweeps
     y_true, y_prob, grid = np.asarray(y_true), np.asarray(y_prob), np.asarray(grid)
     counts = _counts_per_threshold(y_true, y_prob, grid)
     if average == "macro":
-        return np.array([grid[_middle_of_best(_f1_from_counts(*c))] for c in counts])
+        return np.array([grid[_middle_of_best(f1_from_counts(*c))] for c in counts])
     if average != "micro":
         raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
     labels = np.arange(y_true.shape[1])
@@ -116,7 +118,7 @@ def tune_thresholds(y_true, y_prob, average="micro", grid=THRESHOLD_GRID, sweeps
         for j in labels:
             at_chosen = counts[labels, :, chosen]
             rest = at_chosen.sum(axis=0) - at_chosen[j]
-            f1 = _f1_from_counts(*(rest[:, None] + counts[j]))
+            f1 = f1_from_counts(*(rest[:, None] + counts[j]))
             best = _middle_of_best(f1)
             if f1[best] > f1[chosen[j]] + 1e-12:
                 chosen[j], changed = best, True
@@ -178,7 +180,7 @@ def bootstrap_interval(y_true, y_prob, thresholds, average="micro", n_boot=1000,
 
 def resampled_f1(y_true, y_pred, indices, average="micro"):
     """sklearn's f1_score(y_true[i], y_pred[i], average, zero_division=0) for every row `i` of `indices`
-    (resamples x rows), from per-label counts of each resample: F1 = 2 TP / (true + predicted)."""
+    (resamples x rows), from per-label counts of each resample."""
     def counts(hits):
         return np.stack([hits[i].sum(axis=0) for i in indices]).astype(float)  # (resamples, labels)
 
@@ -187,6 +189,4 @@ def resampled_f1(y_true, y_pred, indices, average="micro"):
         true_positives, true, predicted = (c.sum(axis=1, keepdims=True) for c in (true_positives, true, predicted))
     elif average != "macro":
         raise ValueError(f"average must be 'micro' or 'macro', not {average!r}")
-    denominator = true + predicted
-    f1 = np.divide(2 * true_positives, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return f1.mean(axis=1)
+    return f1_from_counts(true_positives, predicted - true_positives, true - true_positives).mean(axis=1)
