@@ -41,10 +41,10 @@ def main(argv=None):
     from animeml.core.io import PipelineError
     from animeml.core.runs import RunRecord
     from animeml.core.store import ModelMissing
-    from animeml.score.features import model_inputs
-    from animeml.score.models import (build_hybrid_model, load_score_model, make_sidecar, model_path,
-                                      poster_calibration, report_title, reports_path, save_score_model,
-                                      scored_poster_rows, train_poster_model)
+    from animeml.score.features import model_inputs, model_path
+    from animeml.score.models import (build_hybrid_model, load_score_model, make_sidecar, poster_calibration,
+                                      report_title, reports_path, save_score_model, scored_poster_rows,
+                                      train_poster_model)
 
     record = RunRecord("score/05_train_hybrid_model", cli.settings_of(args),
                        inputs={"merged": args.merged, "text_model": model_path("text")})

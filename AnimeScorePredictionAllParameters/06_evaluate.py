@@ -55,9 +55,9 @@ def main(argv=None):
     from animeml.core.metrics import metrics_table, write_tables
     from animeml.core.runs import RunRecord
     from animeml.core.table import read_anime_table
-    from animeml.score.features import fit_metadata_encoder, score_split
-    from animeml.score.models import (MODEL_STEMS, fit_baselines, load_score_model, model_path, poster_calibration,
-                                      predict_scores, report_title, scored_poster_rows)
+    from animeml.score.features import MODEL_STEMS, fit_metadata_encoder, model_path, score_split
+    from animeml.score.models import (fit_baselines, load_score_model, poster_calibration, predict_scores,
+                                      report_title, scored_poster_rows)
 
     found = [kind for kind in MODEL_STEMS if model_path(kind).exists()]
     if not found:

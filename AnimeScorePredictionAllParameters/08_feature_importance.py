@@ -42,10 +42,10 @@ def main(argv=None):
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.runs import RunRecord
     from animeml.core.table import read_anime_table, read_merged
-    from animeml.score.features import model_inputs, score_split
+    from animeml.score.features import model_inputs, model_path, score_split
     from animeml.score.importance import (first_layer_weight_norms, input_groups, permutation_importance,
                                           plot_importance, split_at_backbone)
-    from animeml.score.models import blended_scores, load_score_model, model_path, report_title
+    from animeml.score.models import blended_scores, load_score_model, report_title
 
     model_file = args.model or model_path(args.kind)
     model, sidecar = load_model_for(lambda path: load_score_model(args.kind, path), model_file,

@@ -39,8 +39,9 @@ def main(argv=None):
     from animeml.core.backbones import build_backbone
     from animeml.core.io import PipelineError
     from animeml.core.runs import RunRecord
-    from animeml.score.models import (build_vision_model, make_sidecar, model_path, report_title, reports_path,
-                                      save_score_model, scored_poster_rows, train_poster_model)
+    from animeml.score.features import model_path
+    from animeml.score.models import (build_vision_model, make_sidecar, report_title, reports_path, save_score_model,
+                                      scored_poster_rows, train_poster_model)
 
     record = RunRecord("score/poster_01_train_vision_model", cli.settings_of(args), inputs={"merged": args.merged})
     strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)

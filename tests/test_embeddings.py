@@ -1,4 +1,6 @@
 """Sentence embeddings: normalised rows, zero rows for missing text, meaning preserved, the on-disk cache."""
+import multiprocessing
+
 import numpy as np
 import pytest
 
@@ -38,5 +40,36 @@ def test_cache_answers_without_the_model(monkeypatch):
 
 
 def test_unknown_model_is_a_one_line_error():
+    with pytest.raises(PipelineError, match="unknown sentence model"):
+        embeddings.embed_texts(["x"], model="bert-huge")
+
+
+def test_embedding_ahead_fills_the_cache_from_a_child_with_the_vectors_of_embed_texts(monkeypatch):
+    expected = embeddings.embed_texts(TEXTS, model="use", cache=False)
+    with embeddings.embedding_ahead(TEXTS, model="use"):
+        children = multiprocessing.active_children()
+        assert len(children) == 1  # the texts are embedded outside this process
+    assert not multiprocessing.active_children()
+
+    def no_model(model):
+        raise AssertionError("the caller embedded although the child had filled the cache")
+
+    monkeypatch.setattr(embeddings, "_encoder", no_model)
+    np.testing.assert_allclose(embeddings.embed_texts(TEXTS, model="use"), expected, atol=1e-6)
+    with embeddings.embedding_ahead(TEXTS[::-1], model="use"):
+        assert not multiprocessing.active_children()  # all cached: no child is started
+
+
+def test_embedding_ahead_stops_its_child_when_the_block_fails():
+    with pytest.raises(KeyError):
+        with embeddings.embedding_ahead(["a text the cache has never seen"] * 3, model="minilm"):
+            raise KeyError("the caller failed while the child was still loading its model")
+    assert not multiprocessing.active_children()
+    assert not embeddings.cache_path("minilm").exists()  # stopped before it embedded anything
+
+
+def test_embedding_ahead_with_an_unknown_model_leaves_the_error_to_embed_texts():
+    with embeddings.embedding_ahead(["x"], model="bert-huge"):
+        assert not multiprocessing.active_children()
     with pytest.raises(PipelineError, match="unknown sentence model"):
         embeddings.embed_texts(["x"], model="bert-huge")

@@ -1,5 +1,6 @@
 """Score models end to end on a tiny synthetic table: 80 anime whose score is planted in their genres, synopsis
 and poster brightness (32x32 posters, small_cnn, a few epochs). The sentence model is replaced by a fake."""
+import contextlib
 import json
 import runpy
 import sys
@@ -20,6 +21,11 @@ from animeml.score.features import encode_metadata, fit_metadata_encoder, score_
 
 N_ANIME, N_POSTERS = 80, 48
 SMALL = ["--backbone", "small_cnn", "--image-size", "32", "32", "--batch-size", "8"]
+
+
+def no_child(texts, model):
+    """embedding_ahead without its child process: fake_embed needs no cache."""
+    return contextlib.nullcontext()
 
 
 def fake_embed(texts, model="minilm", batch_size=64):
@@ -51,6 +57,7 @@ def score_data(tmp_path, monkeypatch):
     """data/raw/anime.csv, data/posters/ and data/ani_data_merged.csv in a temporary data folder."""
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(score_features, "embed_texts", fake_embed)
+    monkeypatch.setattr(score_features, "embedding_ahead", no_child)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     ids = np.arange(1, N_ANIME + 1)
@@ -149,6 +156,7 @@ def test_title_neighbours_use_only_earlier_train_titles():
 
 def test_neighbours_never_count_the_row_itself(monkeypatch):
     monkeypatch.setattr(score_features, "embed_texts", fake_embed)
+    monkeypatch.setattr(score_features, "embedding_ahead", no_child)
     train = pd.DataFrame({"anime_id": [1, 2, 3], "score": [9.0, 5.0, 7.0],
                           "synopsis": ["a long battle", "a school comedy", "a battle comedy"]})
     spec = {"groups": ["neighbours"], "neighbours": score_features.fit_neighbours(train, "minilm")}

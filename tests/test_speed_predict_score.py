@@ -1,6 +1,7 @@
 """predict_score.py's faster paths give the same numbers: the title-neighbour top k is what a stable argsort of each
 whole row gives, and the script (inputs encoded once for the whole table, the gradient boosting on one thread)
 writes the scores that predict_scores gives when it encodes the rows itself, as the script did before."""
+import contextlib
 import runpy
 
 import keras
@@ -29,6 +30,11 @@ def test_top_k_is_a_stable_argsort_of_the_positive_values():
         np.testing.assert_array_equal(top[positive], expected[positive])
 
 
+def no_child(texts, model):
+    """embedding_ahead without its child process: fake_embed needs no cache."""
+    return contextlib.nullcontext()
+
+
 def fake_embed(texts, model="minilm", batch_size=64):
     """Three words of the synopsis as dimensions; a missing synopsis is a zero row, as in embed_texts."""
     vectors = np.array([[w in t for w in ("battle", "comedy", "a")] if isinstance(t, str) else [0, 0, 0]
@@ -51,6 +57,7 @@ def kaggle_rows(ids, rng):
 def test_script_scores_equal_predict_scores_on_its_own(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(score_features, "embed_texts", fake_embed)
+    monkeypatch.setattr(score_features, "embedding_ahead", no_child)
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     kaggle_rows(np.arange(1, 61), rng).to_csv(tmp_path / "train.csv", index=False)

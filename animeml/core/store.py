@@ -74,15 +74,21 @@ def read_sidecar(model_path):
     return data
 
 
+def read_model_sidecar(path):
+    """The sidecar dict of the model at `path`, checked as load_model checks it but without loading the model (nor
+    TensorFlow); a missing model or a missing or corrupt sidecar raises ModelMissing naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelMissing(f"model {path} not found")
+    return read_sidecar(path)
+
+
 def load_model(path, custom_objects=None):
     """The Keras model at `path` and its sidecar dict. A missing or corrupt file raises ModelMissing naming it; the
     files are only read, never changed."""
     import keras
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelMissing(f"model {path} not found")
-    sidecar = read_sidecar(path)
+    sidecar = read_model_sidecar(path)
     try:
         model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
     except Exception as err:

@@ -1,4 +1,5 @@
-"""Inputs of the score models: the saved split, the metadata encoding (fit on train only) and the synopsis embedding.
+"""Inputs of the score models: the saved split, the metadata encoding (fit on train only) and the synopsis embedding,
+and the models' files (model_path), all without TensorFlow.
 
     spec = fit_metadata_encoder(train_table, with_post_release=False)
     X, columns, groups = encode_metadata(table, spec)  # groups: {"genres": [start, end), ...} inside X
@@ -29,6 +30,7 @@ known from the day the entry exists: it orders entries by when they were added, 
 Genres that are awards (POST_RELEASE_GENRES) are known only after release and are left out.
 """
 import bisect
+import contextlib
 import functools
 import re
 
@@ -37,12 +39,14 @@ import pandas as pd
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from animeml.core import paths
-from animeml.core.embeddings import embed_texts
+from animeml.core import paths, store
+from animeml.core.embeddings import embed_texts, embedding_ahead
 from animeml.core.fields import franchise_key, split_list
 from animeml.core.table import KAGGLE_COLUMNS, POST_RELEASE_COLUMNS, clean_table, read_anime_table
 from animeml.core.splits import load_or_make_split
 
+MODEL_STEMS = {"vision": "anime_vision_only_model", "hybrid": "anime_hybrid_model", "text": "anime_text_model"}
+MODEL_INPUTS = {"vision": ["image"], "hybrid": ["image", "metadata", "synopsis"], "text": ["metadata", "synopsis"]}
 SPLIT_SEED = 42
 LIST_COLUMNS = ["genres", "studios"]  # comma-separated, multi-hot
 CATEGORY_COLUMNS = ["type", "source", "rating"]  # one-hot
@@ -89,6 +93,11 @@ def score_split(anime_ids):
         table = read_anime_table(paths.raw_csv())
         load_or_make_split(path, table.loc[table["score"].notna(), "anime_id"].to_numpy(), seed=SPLIT_SEED)
     return load_or_make_split(path, np.asarray(anime_ids, dtype="int64"))
+
+
+def model_path(kind):
+    """data/models/<the kind's stem>.h5: the three score models' files, known without loading TensorFlow."""
+    return store.model_file("anime", MODEL_STEMS[kind].removeprefix("anime_"))
 
 
 def as_anime_table(table):
@@ -350,3 +359,11 @@ def model_inputs(table, sidecar):
     if "synopsis" in sidecar["inputs"]:
         inputs["synopsis"] = embed_texts(as_anime_table(table)["synopsis"], model=sidecar["embedding_model"])
     return inputs
+
+
+def synopses_ahead(table, sidecar):
+    """A block during which the synopses that `sidecar`'s model reads are embedded in a child process
+    (animeml.core.embeddings.embedding_ahead), so that model_inputs after it finds them cached."""
+    if "synopsis" not in sidecar["inputs"]:
+        return contextlib.nullcontext()
+    return embedding_ahead(as_anime_table(table)["synopsis"], model=sidecar["embedding_model"])

@@ -34,15 +34,10 @@ from animeml.core import paths, store, trainer
 from animeml.core.images import image_dataset
 from animeml.core.io import PipelineError, atomic_path
 from animeml.core.table import read_merged
-from animeml.score.features import encode_metadata, metadata_layout, model_inputs, score_split
+from animeml.score.features import (MODEL_INPUTS, encode_metadata, metadata_layout, model_inputs, model_path,
+                                    score_split)
 
-MODEL_STEMS = {"vision": "anime_vision_only_model", "hybrid": "anime_hybrid_model", "text": "anime_text_model"}
-MODEL_INPUTS = {"vision": ["image"], "hybrid": ["image", "metadata", "synopsis"], "text": ["metadata", "synopsis"]}
 FROM_SCRATCH = ("small_cnn",)  # backbones without pretrained weights: trained whole from the start
-
-
-def model_path(kind):
-    return store.model_file("anime", MODEL_STEMS[kind].removeprefix("anime_"))
 
 
 def reports_path():
