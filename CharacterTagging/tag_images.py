@@ -57,8 +57,7 @@ def main(argv=None):
     from animeml.characters.tags import chosen_tags
     from animeml.core import batch
     from animeml.core.faces import list_images
-    from animeml.core.images import load_image
-    from animeml.core.imagefile import TF_FORMATS, check_image
+    from animeml.core.images import read_image
     from animeml.core.io import PipelineError
     from animeml.core.paths import models_dir
 
@@ -70,8 +69,7 @@ def main(argv=None):
         raise PipelineError(f"no image files in {args.images}")
 
     def load(path):  # decoded here, in run_batch's loader thread, while the model tags the chunk before
-        check_image(path, formats=TF_FORMATS)
-        return load_image(str(path), sidecar["image_size"]).numpy()
+        return read_image(path, sidecar["image_size"])
 
     def predict(chunk):
         probabilities = predict_images(model, chunk, sidecar["image_size"], args.batch_size,

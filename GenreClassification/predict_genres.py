@@ -27,7 +27,7 @@ def main(argv=None):
 
     from animeml.core import batch
     from animeml.core.faces import list_images
-    from animeml.core.imagefile import TF_FORMATS, check_image
+    from animeml.core.images import read_image
     from animeml.core.io import PipelineError
     from animeml.core.multilabel import predict
     from animeml.core.paths import models_dir
@@ -42,9 +42,8 @@ def main(argv=None):
     if not images:
         raise PipelineError(f"no image files in {args.images}")
 
-    def load(path):
-        check_image(path, formats=TF_FORMATS)
-        return str(path)
+    def load(path):  # decoded here, in run_batch's loader thread, while the model predicts the chunk before
+        return read_image(path, sidecar["image_size"])
 
     def predict_chunk(chunk):
         probabilities = predict_table(model, chunk, sidecar["image_size"], args.batch_size)

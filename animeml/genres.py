@@ -16,7 +16,7 @@ from animeml.core import store, trainer
 from animeml.core.backbones import BACKBONES, build_backbone
 from animeml.core.feature_cache import backbone_features
 from animeml.core.io import PipelineError
-from animeml.core.images import image_dataset
+from animeml.core.images import image_batch, image_dataset
 from animeml.core.fields import split_list
 from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
@@ -156,15 +156,18 @@ def train(table, genres, backbone_name, loss_name, image_size, pretrained, strat
         from_scratch=not pretrained, head_data=head_data, backup_dir=backup_dir, resume=resume)
 
 
-def predict_table(model, paths, image_size, batch_size=32):
-    """Per-genre probabilities for the images at `paths`, in the model's genre order. Batch by batch through one
-    compiled graph (trainer.forward_pass): `model.predict` rebuilds its graph on most calls when a script calls it
-    once per chunk."""
-    if len(paths) == 0:
+def predict_table(model, images, image_size, batch_size=32):
+    """Per-genre probabilities for images given as paths or as decoded arrays (animeml.core.images.read_image), in
+    the model's genre order. Batch by batch through one compiled graph (trainer.forward_pass): `model.predict`
+    rebuilds its graph on most calls when a script calls it once per chunk."""
+    if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     forward = trainer.forward_pass(model)
-    return np.concatenate([forward(batch).numpy() for batch in image_dataset(paths, image_size=image_size,
-                                                                             batch_size=batch_size)])
+    if isinstance(next(iter(images)), np.ndarray):
+        batches = (image_batch(images[i:i + batch_size], image_size) for i in range(0, len(images), batch_size))
+    else:
+        batches = image_dataset(images, image_size=image_size, batch_size=batch_size)
+    return np.concatenate([forward(batch).numpy() for batch in batches])
 
 
 def tuned_thresholds(y_val, prob_val):

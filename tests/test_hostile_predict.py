@@ -111,6 +111,21 @@ def test_imagefile_names_each_problem(images):
         check_image(images / "a.png", formats=("JPEG",))
 
 
+def test_read_image_decodes_once_and_names_each_problem(images):
+    from animeml.core.images import load_image, read_image
+
+    np.testing.assert_array_equal(read_image(images / "good.jpg", 32), load_image(str(images / "good.jpg"), 32))
+    whole = (images / "a.png").read_bytes()
+    (images / "trunc.png").write_bytes(whole[:-12])  # no IEND chunk: PIL's decode accepts it, TensorFlow's not
+    for name, reason in {**BROKEN, "trunc.png": "truncated or corrupt"}.items():
+        with pytest.raises(ImageUnreadable, match=reason) as err:
+            read_image(images / name, 32)
+        assert name in str(err.value) and "Op:" not in str(err.value)
+    save_random_image(images / "a.webp", 0, format="WEBP")
+    with pytest.raises(ImageUnreadable, match="WEBP image; this step reads JPEG"):
+        read_image(images / "a.webp", 32)
+
+
 def test_large_jpeg_is_downsized_before_decoding_and_bomb_never_decoded(images):
     Image.new("RGB", (3000, 2000), (200, 30, 90)).save(images / "large.jpg")
     with pytest.raises(ImageUnreadable, match="too many pixels"):

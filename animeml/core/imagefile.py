@@ -2,6 +2,7 @@
 full decode (a truncated file fails here, not deep inside TensorFlow or OpenCV), and a reason when it fails.
 
     check_image(path)                       # raises ImageUnreadable, or returns (width, height)
+    check_header(path)                      # the same checks but the decode (the caller decodes and reports)
     read_rgb(path)                          # uint8 RGB array (H, W, 3), at most MAX_PIXELS
     read_rgb(path, 4_000_000, downsize=True)  # larger images are reduced instead of refused
 
@@ -17,6 +18,7 @@ from animeml.core.io import PipelineError
 
 MAX_PIXELS = 40_000_000  # about 120 MB as RGB: the largest image any step decodes
 TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP")  # what tf.io.decode_image reads
+CORRUPT = (OSError, ValueError, SyntaxError)  # what PIL raises on truncated and corrupt data
 
 
 class ImageUnreadable(PipelineError):
@@ -25,6 +27,23 @@ class ImageUnreadable(PipelineError):
 
 def _decoded(path, max_pixels, downsize, formats):
     """The fully decoded PIL image of `path` (at most MAX_PIXELS, and `max_pixels` unless `downsize`)."""
+    image = _opened(path, max_pixels, downsize, formats)
+    try:
+        image.load()
+    except CORRUPT as err:
+        image.close()
+        raise corrupt(path, err) from None
+    return image
+
+
+def corrupt(path, err):
+    """The ImageUnreadable for data a decoder could not read."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ImageUnreadable(f"{path} is truncated or corrupt ({reason})")
+
+
+def _opened(path, max_pixels, downsize, formats):
+    """The PIL image of `path` with only its header read, checked as _decoded says."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -57,14 +76,12 @@ def _decoded(path, max_pixels, downsize, formats):
             if image.size[0] * image.size[1] > MAX_PIXELS:
                 raise ImageUnreadable(f"{path} has too many pixels: {width}x{height} is above the cap of "
                                       f"{MAX_PIXELS / 1e6:g} megapixels and cannot be decoded smaller")
-        image.load()
     except ImageUnreadable:
         image.close()
         raise
-    except (OSError, ValueError, SyntaxError) as err:  # PIL reports truncated and corrupt data with these
+    except CORRUPT as err:
         image.close()
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageUnreadable(f"{path} is truncated or corrupt ({reason})") from None
+        raise corrupt(path, err) from None
     return image
 
 
@@ -78,6 +95,13 @@ def check_image(path, max_pixels=MAX_PIXELS, formats=None):
     """(width, height) of an image file that decodes completely; ImageUnreadable with the reason otherwise.
     `formats`: PIL format names the caller can read (e.g. TF_FORMATS), others are refused."""
     with _decoded(path, max_pixels, False, formats) as image:
+        return image.size
+
+
+def check_header(path, max_pixels=MAX_PIXELS, formats=None):
+    """check_image without the decode: (width, height) from the header, for a caller whose own decoder reports
+    truncated or corrupt data (animeml.core.images.read_image)."""
+    with _opened(path, max_pixels, False, formats) as image:
         return image.size
 
 

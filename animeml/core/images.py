@@ -8,6 +8,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from animeml.core.imagefile import TF_FORMATS, check_header, corrupt
+
 AUTOTUNE = tf.data.AUTOTUNE
 CROP_MARGIN = 1.15  # training images are resized this much larger, then randomly cropped back
 BRIGHTNESS_DELTA = 25.0  # in pixel units (0..255)
@@ -27,6 +29,18 @@ def load_image(path, image_size):
     0..255: the one way from file to tensor, for training and prediction alike."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     return resize_image(image, image_size)
+
+
+def read_image(path, image_size):
+    """load_image of a file checked first: its header by animeml.core.imagefile (a file, not empty, a format
+    TensorFlow reads, at most MAX_PIXELS), then TensorFlow's own decode, whose failure on truncated or corrupt data
+    is an ImageUnreadable naming the file. A float32 array (H, W, 3); each image is decoded once, where check_image
+    and then load_image decode it twice."""
+    check_header(path, formats=TF_FORMATS)
+    try:
+        return load_image(str(path), image_size).numpy()
+    except tf.errors.OpError as err:
+        raise corrupt(path, err.message.split("}}")[-1].split(" [Op:")[0].strip()) from None
 
 
 def resize_image(image, image_size):
