@@ -60,10 +60,11 @@ def test_embedding_ahead_fills_the_cache_from_a_child_with_the_vectors_of_embed_
         assert not multiprocessing.active_children()  # all cached: no child is started
 
 
-def test_embedding_ahead_stops_its_child_when_the_block_fails():
-    with pytest.raises(KeyError):
+@pytest.mark.parametrize("error", [KeyError, KeyboardInterrupt])
+def test_embedding_ahead_stops_its_child_when_the_block_fails(error):
+    with pytest.raises(error):
         with embeddings.embedding_ahead(["a text the cache has never seen"] * 3, model="minilm"):
-            raise KeyError("the caller failed while the child was still loading its model")
+            raise error("the caller failed (or Ctrl-C) while the child was still loading its model")
     assert not multiprocessing.active_children()
     assert not embeddings.cache_path("minilm").exists()  # stopped before it embedded anything
 
