@@ -120,6 +120,23 @@ def test_a_poster_is_preprocessed_identically_for_training_and_prediction(image_
     decoded = [tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False).numpy()
                for p in image_paths]
     from_arrays = image_batch(decoded, SIZE)
-    for other in (prediction, from_paths, from_arrays):
+    from animeml.core.images import read_image
+    read_once = image_batch([read_image(p, SIZE) for p in image_paths], SIZE)  # tag_images, predict_genres
+    for other in (prediction, from_paths, from_arrays, read_once):
         np.testing.assert_array_equal(training, other)
     assert np.array_equal(training, np.round(training))  # whole pixel values, as the uint8 cache keeps them
+
+
+def test_an_array_that_has_the_size_already_is_batched_as_resizing_it_would():
+    """image_batch skips TensorFlow for arrays of the model's size; the values are those resize_image gives."""
+    from animeml.core.images import image_batch, resize_image
+
+    rng = np.random.default_rng(0)
+    shape, other = (*SIZE, 3), (SIZE[0] + 7, SIZE[1] - 3, 3)
+    arrays = [rng.integers(0, 256, shape, dtype=np.uint8), rng.uniform(-20, 280, shape),
+              rng.uniform(-20, 280, shape).astype(np.float32), np.full(shape, 2.5, np.float32),
+              rng.integers(0, 256, other, dtype=np.uint8)]
+    expected = np.stack([resize_image(tf.convert_to_tensor(a), SIZE) for a in arrays])
+    batch = image_batch(arrays, SIZE)
+    assert batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, expected)

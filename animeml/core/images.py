@@ -57,8 +57,16 @@ def image_batch(images, image_size):
     """Paths or decoded RGB arrays -> one float32 batch (n, H, W, 3), each image exactly as image_dataset gives it."""
     height, width = image_hw(image_size)
     batch = [load_image(str(image), image_size) if isinstance(image, (str, os.PathLike))
-             else resize_image(tf.convert_to_tensor(image), image_size) for image in images]
+             else _array_input(np.asarray(image), height, width) for image in images]
     return np.stack(batch) if batch else np.zeros((0, height, width, 3), np.float32)
+
+
+def _array_input(image, height, width):
+    """resize_image of a decoded array. One that already has the size (read_image's) is only rounded into 0..255,
+    which is all that resizing it to its own size does, without a second pass through TensorFlow."""
+    if image.shape == (height, width, 3):
+        return np.clip(np.rint(image.astype(np.float32)), 0.0, 255.0)
+    return resize_image(tf.convert_to_tensor(image), (height, width))
 
 
 def augment(image, image_size, seed=None):
