@@ -80,20 +80,20 @@ def _check_model(model):
         raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
 
 
-def _embed_missing(texts, keys, store, model, batch_size):
-    """Add to `store` the vectors of the texts it lacks; True if there were any."""
-    text_of = dict(zip(keys, texts))
-    # batches of similar length waste less padding
-    todo = sorted({k for k in keys if k and k not in store}, key=lambda k: len(text_of[k]), reverse=True)
-    if not todo:
-        return False
+def _missing(texts, keys, store):
+    """{key: text} of the non-blank texts that `store` lacks."""
+    return {k: t for t, k in zip(texts, keys) if k and k not in store}
+
+
+def _embed_into(store, todo, model, batch_size):
+    """Add to `store` the vectors of `todo` ({key: text})."""
+    order = sorted(todo, key=lambda k: len(todo[k]), reverse=True)  # batches of similar length waste less padding
     encode = _encoder(model)
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"embed ({model})", unit="batch"):
-        batch = todo[start:start + batch_size]
-        vectors = np.asarray(encode([text_of[k] for k in batch]), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc=f"embed ({model})", unit="batch"):
+        batch = order[start:start + batch_size]
+        vectors = np.asarray(encode([todo[k] for k in batch]), dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         store.update(zip(batch, vectors))
-    return True
 
 
 def embed_texts(texts, model="minilm", batch_size=64, cache=True):
@@ -101,8 +101,11 @@ def embed_texts(texts, model="minilm", batch_size=64, cache=True):
     _check_model(model)
     texts, keys = _clean(texts)
     store = _read_cache(cache_path(model)) if cache else {}
-    if _embed_missing(texts, keys, store, model, batch_size) and cache:
-        _write_cache(cache_path(model), store)
+    todo = _missing(texts, keys, store)
+    if todo:
+        _embed_into(store, todo, model, batch_size)
+        if cache:
+            _write_cache(cache_path(model), store)
 
     out = np.zeros((len(texts), DIMS[model]), dtype=np.float32)
     for i, key in enumerate(keys):
@@ -111,12 +114,12 @@ def embed_texts(texts, model="minilm", batch_size=64, cache=True):
     return out
 
 
-def _fill_cache(texts, model, batch_size, path):
-    """The child process of embedding_ahead: embed `texts` and add them to the cache file at `path`."""
+def _fill_cache(todo, model, batch_size, path):
+    """The child process of embedding_ahead: embed `todo` ({key: text}) and add it to the cache file at `path`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops this child
     try:
         store = {}
-        _embed_missing(*_clean(texts), store, model, batch_size)
+        _embed_into(store, todo, model, batch_size)
         _write_cache(path, store)
     except Exception:  # noqa: BLE001  (the parent embeds what is missing itself and reports the error)
         sys.exit(1)
@@ -129,15 +132,14 @@ def embedding_ahead(texts, model="minilm", batch_size=64):
     sentence-transformers and torch), so on a machine with two cores that start-up overlaps the caller's own, such as
     TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the caller;
     if the block raises, the child is stopped."""
-    texts, keys = _clean(texts)
-    cached = _read_cache(cache_path(model)) if model in DIMS else None  # an unknown model: embed_texts says so
-    missing = [t for t, k in zip(texts, keys) if k and cached is not None and k not in cached]
-    if not missing:
+    # an unknown model starts no child: embed_texts reports it
+    todo = _missing(*_clean(texts), _read_cache(cache_path(model))) if model in DIMS else {}
+    if not todo:
         yield
         return
     # spawn, not fork: a forked child would inherit whatever the caller has loaded (TensorFlow's threads)
     child = multiprocessing.get_context("spawn").Process(
-        target=_fill_cache, args=(missing, model, batch_size, cache_path(model)), daemon=True)
+        target=_fill_cache, args=(todo, model, batch_size, cache_path(model)), daemon=True)
     child.start()
     try:
         yield
