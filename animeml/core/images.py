@@ -34,23 +34,27 @@ def load_image(path, image_size):
 def read_image(path, image_size):
     """load_image of a file checked first: its header by animeml.core.imagefile (a file, not empty, a format
     TensorFlow reads, at most MAX_PIXELS), then TensorFlow's own decode, whose failure on truncated or corrupt data
-    is an ImageUnreadable naming the file. A uint8 array (H, W, 3): load_image's whole pixel values 0..255 in a
-    quarter of the memory, which image_batch turns into floats without rounding them again. Each image is decoded
-    once, where check_image and then load_image decode it twice, and through one compiled graph per size (a fifth
-    less CPU than op by op)."""
+    is an ImageUnreadable naming the file. A uint8 array (H, W, 3), as _load_uint8 gives it. Each image is decoded
+    once, where check_image and then load_image decode it twice."""
     check_header(path, formats=TF_FORMATS)
-    height_width = image_hw(image_size)
-    if height_width not in _file_readers:
-        _file_readers[height_width] = tf.function(lambda file: tf.cast(load_image(file, height_width), tf.uint8),
-                                                  input_signature=[tf.TensorSpec((), tf.string)])
     try:
-        return _file_readers[height_width](str(path)).numpy()
+        return _load_uint8(path, *image_hw(image_size))
     except tf.errors.OpError as err:  # "{{function_node ...}} what went wrong\n\t [[{{node ...}}]] [Op:...]"
         message = err.message.split("}}", 1)[-1] if err.message.startswith("{{") else err.message
         raise corrupt(path, message.strip().splitlines()[0].split(" [Op:")[0].strip()) from None
 
 
-_file_readers = {}  # (height, width) -> compiled read_image
+def _load_uint8(path, height, width):
+    """load_image of one file outside tf.data, through one compiled graph per size (a fifth less CPU than op by op),
+    as a uint8 array: its whole pixel values 0..255 in a quarter of the memory, which image_batch turns into floats
+    without rounding them again."""
+    if (height, width) not in _file_loaders:
+        _file_loaders[height, width] = tf.function(lambda file: tf.cast(load_image(file, (height, width)), tf.uint8),
+                                                   input_signature=[tf.TensorSpec((), tf.string)])
+    return _file_loaders[height, width](str(path)).numpy()
+
+
+_file_loaders = {}  # (height, width) -> compiled _load_uint8
 
 
 def resize_image(image, image_size):
@@ -66,8 +70,8 @@ def resize_image(image, image_size):
 def image_batch(images, image_size):
     """Paths or decoded RGB arrays -> one float32 batch (n, H, W, 3), each image exactly as image_dataset gives it."""
     height, width = image_hw(image_size)
-    batch = [load_image(str(image), image_size) if isinstance(image, (str, os.PathLike))
-             else _array_input(np.asarray(image), height, width) for image in images]
+    batch = [_array_input(_load_uint8(image, height, width) if isinstance(image, (str, os.PathLike))
+                          else np.asarray(image), height, width) for image in images]
     return np.stack(batch) if batch else np.zeros((0, height, width, 3), np.float32)
 
 
