@@ -5,6 +5,7 @@ Ultralytics is imported lazily by `load_detector`, after the environment is set:
 OMP_NUM_THREADS to 1 and, with local weights, look for the network for nothing.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +46,13 @@ def class_names(detector):
     return [names[i].replace(" ", "_") for i in sorted(names)]
 
 
-def count_objects(rgb, detector, cascade, conf=0.25, names=None):
-    """Boxes per class found in one RGB uint8 image, plus the anime faces, as a dict column -> count.
+def count_objects(rgb, detector, conf=0.25, names=None):
+    """Boxes per class that `detector` finds in one RGB uint8 image, as a dict column -> count.
     `names`: the detector's class_names, when the caller has them already."""
     names = names or class_names(detector)
     bgr = np.ascontiguousarray(rgb[..., ::-1])  # Ultralytics reads numpy images as BGR
     classes = detector.predict(bgr, conf=conf, verbose=False)[0].boxes.cls.cpu().numpy().astype(int)
-    counts = dict(zip(names, np.bincount(classes, minlength=len(names)).tolist()))
-    counts[FACE_COLUMN] = len(detect_faces(rgb, cascade))
-    return counts
+    return dict(zip(names, np.bincount(classes, minlength=len(names)).tolist()))
 
 
 def read_counts(path):
@@ -78,13 +77,18 @@ def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50
     table = table.reindex(columns=columns)
     posters = posters.assign(image_path=[relative_to_root(Path(p)) for p in posters["image_path"]])
     todo = posters[~posters["image_path"].isin(table["image_path"])].drop_duplicates("image_path")
-    with tqdm(total=len(todo), desc="counting objects", unit="poster") as progress:
+    # The face cascade runs in a thread while YOLO runs: each takes one core here (Ultralytics sets OpenCV to one
+    # thread and gives a LiteRT model cpu_count - 1), about 50 ms a poster each on two cores, and neither holds
+    # the GIL meanwhile.
+    with tqdm(total=len(todo), desc="counting objects", unit="poster") as progress, \
+            ThreadPoolExecutor(1) as face_finder:
         for start in range(0, len(todo), save_every):
             rows = []
             for path, anime_id in todo.iloc[start:start + save_every][KEY_COLUMNS].itertuples(index=False):
                 rgb = np.asarray(Image.open(ROOT / path).convert("RGB"))
-                rows.append({"image_path": path, "anime_id": anime_id,
-                             **count_objects(rgb, detector, cascade, conf, names)})
+                faces = face_finder.submit(detect_faces, rgb, cascade)
+                rows.append({"image_path": path, "anime_id": anime_id, **count_objects(rgb, detector, conf, names),
+                             FACE_COLUMN: len(faces.result())})
                 progress.update()
             new = pd.DataFrame(rows, columns=columns)
             table = new if table.empty else pd.concat([table, new], ignore_index=True)
