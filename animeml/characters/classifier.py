@@ -6,13 +6,14 @@ A pretrained backbone: the head first learns on cached features of the frozen ba
 then the top of the backbone is fine-tuned with augmentation, keeping the epoch with the best validation loss.
 With `train_from` (a layer of an EfficientNet-Lite) the head holds the backbone's layers above that one too, and
 learns on cached activations of the layers below, of each image and its mirror: the top stages are fine-tuned
-for the price of a small model (see TRAIN_FROM).
+for the price of a small model (see resolve_train_from).
 A from-scratch backbone (small_cnn) trains end to end with augmentation.
 
 Outlier exposure (Hendrycks et al. 2019): faces of other characters, labelled OUTLIER, train towards the uniform
 distribution (outlier_exposure_loss), so a face the model does not know gets a low best probability.
 """
 import math
+import re
 from pathlib import Path
 
 import keras
@@ -21,7 +22,7 @@ import pandas as pd
 from keras import layers, ops
 
 from animeml.core import store, trainer
-from animeml.core.backbones import build_backbone
+from animeml.core.backbones import LITE_VARIANTS, build_backbone, lite_stage_end
 from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
 from animeml.core.images import image_batch, image_dataset
@@ -30,11 +31,22 @@ from animeml.core.metrics import bootstrap_samples
 from animeml.core.multilabel import f1_from_counts
 
 SCRATCH_BACKBONES = ("small_cnn",)
-# The layer a backbone's trainable top starts after: the end of EfficientNet-Lite's stage 5 (its last stage before the
-# final stride 2). On the 96 px characters20 faces (validation part carved from train) Lite0 trained from there
-# (8 epochs, flipped copies) named 0.959 right, against 0.794 for logistic regression on its frozen features.
-TRAIN_FROM = {"efficientnet_lite0": "block5c_add", "efficientnet_lite1": "block5d_add",
-              "efficientnet_lite2": "block5d_add"}
+# `--train-from auto`: the end of EfficientNet-Lite's stage 5 (its last stage before the final stride 2). On the
+# 96 px characters20 faces (validation part carved from train) Lite0 trained from there (8 epochs, flipped copies)
+# named 0.959 right, against 0.794 for logistic regression on its frozen features.
+AUTO_STAGE = 5
+
+
+def resolve_train_from(backbone_name, train_from):
+    """The layer of `backbone_name` that `--train-from` names: "none" -> None (head, then fine-tuning); "auto" ->
+    the end of stage AUTO_STAGE and "stage<N>" the end of stage N of an EfficientNet-Lite (None for the other
+    backbones, which have no stages by that name); anything else is a layer name, as given."""
+    if train_from == "none":
+        return None
+    stage = re.fullmatch(r"stage(\d+)", f"stage{AUTO_STAGE}" if train_from == "auto" else train_from)
+    if stage is None:
+        return train_from
+    return lite_stage_end(backbone_name, int(stage[1])) if backbone_name in LITE_VARIANTS else None
 
 
 def model_path(task, backbone):

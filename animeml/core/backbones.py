@@ -132,6 +132,15 @@ def lite_stages(variant):
                  for stage, (kernel, stride, expand, filters, repeats) in enumerate(LITE0_STAGES))
 
 
+def lite_stage_end(variant, stage):
+    """The name of the layer that ends stage `stage` (1..7) of an EfficientNet-Lite: its last block's residual add
+    (stage 5 of Lite0: block5c_add). Stages of one block (1 and 7) end without one."""
+    repeats = lite_stages(variant)[stage - 1][-1] if 1 <= stage <= len(LITE0_STAGES) else 0
+    if repeats < 2:
+        raise PipelineError(f"{variant} has no residual add at the end of stage {stage}: choose a stage of 2 to 6")
+    return f"block{stage}{chr(ord('a') + repeats - 1)}_add"
+
+
 def round_channels(channels, divisor=8):
     """Scaled channels to the nearest multiple of `divisor`, never more than 10% below (as tensorflow/tpu does)."""
     rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)

@@ -10,6 +10,12 @@ BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "
              "mobilenetv3small", "xception", "small_cnn")
 
 
+TRAIN_FROM_HELP = ("backbone layer the trained top starts after, on cached activations (of each image and its "
+                   "mirror) of the layers below; stage<N>: the end of an EfficientNet-Lite's stage N (2-6); auto: "
+                   "stage5; none: the head alone on frozen features, then --finetune-epochs of the top "
+                   "--finetune-layers with augmentation (also what other backbones than the Lites do)")
+
+
 def add_training_flags(parser, seed=42):
     parser.add_argument("--seed", type=int, default=seed, help="seeds Python, NumPy and TensorFlow")
     parser.add_argument("--deterministic", action="store_true",
