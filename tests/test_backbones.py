@@ -185,6 +185,8 @@ def test_lite_stage_end_is_the_last_layer_of_that_stage(variant):
     for stage in (1, 7, 8):  # one block, no residual add at its end; no such stage
         with pytest.raises(PipelineError, match=f"stage {stage}"):
             backbones.lite_stage_end(variant, stage)
+    with pytest.raises(PipelineError, match="no layer 'block9z_add'"):  # a --train-from typo: one line, not Keras'
+        backbones.layer_output(backbones.build_efficientnet_lite(variant, 64, weights=None), "block9z_add")
 
 
 @pytest.mark.parametrize("variant", list(backbones.LITE_VARIANTS))

@@ -22,7 +22,7 @@ import pandas as pd
 from keras import layers, ops
 
 from animeml.core import store, trainer
-from animeml.core.backbones import LITE_VARIANTS, build_backbone, lite_stage_end
+from animeml.core.backbones import LITE_VARIANTS, build_backbone, layer_output, lite_stage_end
 from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
 from animeml.core.images import image_batch, image_dataset
@@ -127,7 +127,7 @@ def build_classifier(backbone_name, n_outputs, image_size, multi_label, pretrain
     weights = "imagenet" if pretrained and backbone_name not in SCRATCH_BACKBONES else None
     backbone = build_backbone(backbone_name, image_size=image_size, weights=weights)
     if train_from:
-        cut = backbone.get_layer(train_from).output
+        cut = layer_output(backbone, train_from)
         upper = keras.Model(cut, backbone.output, name="upper")
         for layer in upper.layers:
             layer.trainable = not isinstance(layer, layers.BatchNormalization)
@@ -146,7 +146,7 @@ def lower_features(backbone_name, image_size, parts, train_from):
     """Cached activations of `train_from` (the backbone's layers up to it, ImageNet weights): one array
     (n, h, w, channels) per `(paths, flip)` of `parts`, of the images or, with `flip`, of their mirror images."""
     backbone = build_backbone(backbone_name, image_size=image_size)
-    lower = keras.Model(backbone.input, backbone.get_layer(train_from).output)
+    lower = keras.Model(backbone.input, layer_output(backbone, train_from))
     image = keras.Input(backbone.input.shape[1:])
     mirrored = keras.Model(image, lower(layers.Lambda(lambda x: ops.flip(x, axis=2))(image)))
     return [backbone_features(f"{backbone_name}-{train_from}" + ("-flipped" if flip else ""), image_size, paths,

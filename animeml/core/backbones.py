@@ -141,6 +141,15 @@ def lite_stage_end(variant, stage):
     return f"block{stage}{chr(ord('a') + repeats - 1)}_add"
 
 
+def layer_output(backbone, name):
+    """The output of `backbone`'s layer `name`; a name it lacks is a PipelineError (a `--train-from` typo)."""
+    names = {layer.name for layer in backbone.layers}
+    if name not in names:
+        raise PipelineError(f"{backbone.name} has no layer {name!r}: give stage<N> for an EfficientNet-Lite, none, "
+                            f"or one of its layer names")
+    return backbone.get_layer(name).output
+
+
 def round_channels(channels, divisor=8):
     """Scaled channels to the nearest multiple of `divisor`, never more than 10% below (as tensorflow/tpu does)."""
     rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
