@@ -3,8 +3,8 @@ correlate each frequent count with the score.
 
     python AnimeScorePredictionAllParameters/07_detect_objects.py --weights ../shared/models/yolov8n_int8.tflite
 
-Counts go to data/anime_all_objects_detected.csv (one row per poster, one column per class); a rerun only counts
-posters not yet in that file. Correlations (Spearman, one observation per anime, BH-adjusted p-values) go to
+Counts go to data/anime_all_objects_detected.csv (one row per poster, one column per class; a poster that cannot
+be read has empty counts and its reason); a rerun only counts posters not yet counted in that file. Correlations (Spearman, one observation per anime, BH-adjusted p-values) go to
 data/reports/analysis/object_score_correlations.csv and .png.
 """
 from pathlib import Path
@@ -38,7 +38,8 @@ def main(argv=None):
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.runs import RunRecord
     from animeml.core.table import read_merged
-    from animeml.score.detection import count_posters, load_detector, plot_correlations, score_correlations
+    from animeml.score.detection import (count_posters, counted, load_detector, plot_correlations,
+                                         score_correlations)
 
     if not args.merged.exists():
         raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
@@ -53,11 +54,13 @@ def main(argv=None):
     correlations = score_correlations(counts, scores, min_posters=args.min_posters)
     write_csv(correlations, args.reports / "object_score_correlations.csv")
     plot_correlations(correlations, args.reports / "object_score_correlations.png")
-    record.finish({"posters": len(counts), "spearman_rho": dict(zip(correlations["class"],
+    skipped = len(counts) - len(counted(counts))
+    record.finish({"posters": len(counts), "skipped": skipped, "spearman_rho": dict(zip(correlations["class"],
                                                                    correlations["spearman_rho"]))})
     top = ", ".join(f"{r['class']} {r['spearman_rho']:+.2f} (p={r['p_value']:.2g})"
                     for r in correlations.head(5).to_dict("records"))
-    print(f"wrote {args.out}: {len(counts)} posters; strongest rank correlations with score: {top}")
+    print(f"wrote {args.out}: {len(counts)} posters" + (f" ({skipped} skipped: see its reason column)" if skipped
+                                                          else "") + f"; strongest rank correlations with score: {top}")
 
 
 if __name__ == "__main__":

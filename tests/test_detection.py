@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 
 from animeml.core.io import PipelineError
-from animeml.score.detection import FACE_COLUMN, count_posters, load_detector, score_correlations
+from animeml.score.detection import (FACE_COLUMN, REASON_COLUMN, count_posters, load_detector,
+                                    score_correlations)
 from animeml.core.paths import ROOT, SHARED
 
 SCRIPT = ROOT / "AnimeScorePredictionAllParameters" / "07_detect_objects.py"
@@ -57,7 +59,7 @@ def test_counts_are_resumable_after_a_crash_and_never_counted_twice(posters, tmp
     detector = FakeDetector()
     table = count_posters(posters, out, detector, cascade=None, save_every=2)
     assert detector.calls == 3  # only the posters missing from the file
-    assert list(table.columns) == ["image_path", "anime_id", "person", "cat", FACE_COLUMN]
+    assert list(table.columns) == ["image_path", "anime_id", "person", "cat", FACE_COLUMN, REASON_COLUMN]
     assert len(table) == 5 and table["image_path"].is_unique
     counts = pd.read_csv(out)[["person", "cat", FACE_COLUMN]]
     assert (counts.dtypes == "int64").all() and (counts >= 0).all().all()
@@ -66,6 +68,35 @@ def test_counts_are_resumable_after_a_crash_and_never_counted_twice(posters, tmp
     again = FakeDetector()
     count_posters(posters, out, again, cascade=None)
     assert again.calls == 0
+
+
+def test_an_unreadable_poster_is_one_row_with_a_reason_and_is_tried_again(posters, tmp_path):
+    out = tmp_path / "objects.csv"
+    broken = Path(posters["image_path"][2])
+    good = broken.read_bytes()
+    broken.write_bytes(good[:200])  # truncated after step 02 checked it
+    detector = FakeDetector()
+    table = count_posters(posters, out, detector, cascade=None)
+    assert detector.calls == 4
+    row = table[table["image_path"].str.endswith("2.jpg")].iloc[0]
+    assert "2.jpg cannot be read" in row[REASON_COLUMN] and np.isnan(row["cat"])
+    assert (table[REASON_COLUMN] == "").sum() == 4
+
+    broken.write_bytes(good)
+    again = FakeDetector()
+    table = count_posters(posters, out, again, cascade=None)
+    assert again.calls == 1  # only the poster that was skipped
+    assert len(table) == 5 and (table[REASON_COLUMN] == "").all() and table["image_path"].is_unique
+
+
+def test_correlations_leave_out_skipped_posters():
+    scores = pd.Series(np.linspace(5, 9, 30), index=np.arange(30))
+    counts = pd.DataFrame({"image_path": [f"{i}.jpg" for i in range(31)], "anime_id": [*range(30), 0],
+                           "person": [*range(30), np.nan], FACE_COLUMN: [1] * 30 + [np.nan],
+                           REASON_COLUMN: [""] * 30 + ["x.jpg is truncated"]})
+    table = score_correlations(counts, scores, min_posters=20)
+    person = table.set_index("class").loc["person"]
+    assert person["spearman_rho"] == pytest.approx(1.0) and person["posters_with"] == 29
 
 
 class ExportedDetector(FakeDetector):
@@ -141,7 +172,8 @@ def test_detect_step_counts_real_posters_with_the_tflite_model(tmp_path):
 
     counts = pd.read_csv(data / "anime_all_objects_detected.csv")
     assert len(counts) == 4 and "person" in counts and FACE_COLUMN in counts
-    values = counts.drop(columns=["image_path", "anime_id"])
+    assert counts[REASON_COLUMN].isna().all()  # every poster counted
+    values = counts.drop(columns=["image_path", "anime_id", REASON_COLUMN])
     assert values.shape[1] == 81 and (values.dtypes == "int64").all() and (values >= 0).all().all()
     assert values.to_numpy().sum() > 0  # real posters hold people or faces
     correlations = pd.read_csv(data / "reports" / "analysis" / "object_score_correlations.csv")

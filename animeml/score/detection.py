@@ -10,17 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy.stats import false_discovery_control, spearmanr
 from tqdm import tqdm
 
 from animeml.core.io import PipelineError, atomic_path, write_csv
 from animeml.core.faces import detect_faces
+from animeml.core.imagefile import ImageUnreadable, read_rgb
 from animeml.core.table import relative_to_root
 from animeml.core.paths import ROOT
 
 FACE_COLUMN = "anime_face"
 KEY_COLUMNS = ["image_path", "anime_id"]
+REASON_COLUMN = "reason"  # why a poster could not be counted (its counts are empty); blank when it was
 
 
 def load_detector(weights):
@@ -56,25 +57,30 @@ def count_objects(rgb, detector, conf=0.25, names=None):
 
 
 def read_counts(path):
-    """The counts written so far (an empty table when there is no file yet)."""
+    """The counts written so far (an empty table when there is no file yet); files written before the reason
+    column existed get a blank one."""
     if not Path(path).exists():
         return pd.DataFrame(columns=KEY_COLUMNS)
-    return pd.read_csv(path)
+    table = pd.read_csv(path)
+    table[REASON_COLUMN] = table[REASON_COLUMN].fillna("") if REASON_COLUMN in table else ""
+    return table
 
 
 def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50):
-    """Count objects on every poster of `posters` (columns image_path, anime_id) not yet in `out_path`.
+    """Count objects on every poster of `posters` (columns image_path, anime_id) not yet counted in `out_path`.
 
     Rows for new posters are appended and the file is rewritten atomically every `save_every` posters, so an
-    interrupted run loses at most that many and a rerun only counts what is missing. Paths are stored relative
+    interrupted run loses at most that many and a rerun only counts what is missing. A poster that cannot be read
+    is one row with empty counts and its reason, and is tried again by the next run. Paths are stored relative
     to the project, like ani_data_merged.csv. Returns the full table.
     """
     table = read_counts(out_path)
     names = class_names(detector)
-    columns = KEY_COLUMNS + names + [FACE_COLUMN]
+    columns = KEY_COLUMNS + names + [FACE_COLUMN, REASON_COLUMN]
     if len(table) and list(table.columns) != columns:
         raise PipelineError(f"{out_path} holds other classes than these weights detect: remove it or pass --out")
     table = table.reindex(columns=columns)
+    table = counted(table)
     posters = posters.assign(image_path=[relative_to_root(Path(p)) for p in posters["image_path"]])
     todo = posters[~posters["image_path"].isin(table["image_path"])].drop_duplicates("image_path")
     # The face cascade runs in a thread while YOLO runs: each takes one core here (Ultralytics sets OpenCV to one
@@ -85,10 +91,15 @@ def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50
         for start in range(0, len(todo), save_every):
             rows = []
             for path, anime_id in todo.iloc[start:start + save_every][KEY_COLUMNS].itertuples(index=False):
-                rgb = np.asarray(Image.open(ROOT / path).convert("RGB"))
-                faces = face_finder.submit(detect_faces, rgb, cascade)
-                rows.append({"image_path": path, "anime_id": anime_id, **count_objects(rgb, detector, conf, names),
-                             FACE_COLUMN: len(faces.result())})
+                try:
+                    rgb = read_rgb(ROOT / path, downsize=True)
+                except ImageUnreadable as err:
+                    rows.append({"image_path": path, "anime_id": anime_id, REASON_COLUMN: str(err)})
+                else:
+                    faces = face_finder.submit(detect_faces, rgb, cascade)
+                    rows.append({"image_path": path, "anime_id": anime_id,
+                                 **count_objects(rgb, detector, conf, names), FACE_COLUMN: len(faces.result()),
+                                 REASON_COLUMN: ""})
                 progress.update()
             new = pd.DataFrame(rows, columns=columns)
             table = new if table.empty else pd.concat([table, new], ignore_index=True)
@@ -97,7 +108,12 @@ def count_posters(posters, out_path, detector, cascade, conf=0.25, save_every=50
 
 
 def count_columns(table):
-    return [c for c in table.columns if c not in KEY_COLUMNS]
+    return [c for c in table.columns if c not in (*KEY_COLUMNS, REASON_COLUMN)]
+
+
+def counted(table):
+    """The rows of posters that were counted (not skipped with a reason)."""
+    return table[table[REASON_COLUMN].fillna("") == ""] if REASON_COLUMN in table else table
 
 
 def score_correlations(counts, scores, min_posters=20):
@@ -107,6 +123,7 @@ def score_correlations(counts, scores, min_posters=20):
     Only classes seen on at least `min_posters` posters are tested. `p_fdr` is the Benjamini-Hochberg adjusted
     p-value over the classes tested.
     """
+    counts = counted(counts)
     columns = [c for c in count_columns(counts) if (counts[c] > 0).sum() >= min_posters]
     if not columns:
         raise PipelineError(f"no class was found on {min_posters} posters or more; lower --min-posters")
