@@ -74,3 +74,27 @@ def test_embedding_ahead_with_an_unknown_model_leaves_the_error_to_embed_texts()
         assert not multiprocessing.active_children()
     with pytest.raises(PipelineError, match="unknown sentence model"):
         embeddings.embed_texts(["x"], model="bert-huge")
+
+
+def test_bfloat16_only_where_the_cpu_has_it_natively_and_not_when_float32_is_asked(tmp_path, monkeypatch):
+    native, emulated = tmp_path / "amx", tmp_path / "avx2"
+    native.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    emulated.write_text("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
+    assert embeddings.native_bfloat16(native)
+    assert not embeddings.native_bfloat16(emulated)
+    assert not embeddings.native_bfloat16(tmp_path / "not-linux")
+    monkeypatch.setenv("ANIMEML_EMBED_PRECISION", "float32")
+    assert not embeddings.native_bfloat16(native)
+
+
+def test_minilm_vectors_of_either_precision_agree(monkeypatch):
+    vectors = {}
+    for precision in ("float32", "auto"):
+        monkeypatch.setenv("ANIMEML_EMBED_PRECISION", precision)
+        embeddings._encoder.cache_clear()
+        vectors[precision] = embeddings.embed_texts(TEXTS, model="minilm", cache=False)
+    embeddings._encoder.cache_clear()
+    cosine = (vectors["float32"] * vectors["auto"]).sum(axis=1)[[0, 4, 5]]
+    assert (cosine > 0.999).all()
+    if embeddings.native_bfloat16():  # where bfloat16 ran, it did change the arithmetic
+        assert not np.array_equal(vectors["float32"], vectors["auto"])
