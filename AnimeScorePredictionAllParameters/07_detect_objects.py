@@ -4,8 +4,9 @@ correlate each frequent count with the score.
     python AnimeScorePredictionAllParameters/07_detect_objects.py --weights ../shared/models/yolov8n_int8.tflite
 
 Counts go to data/anime_all_objects_detected.csv (one row per poster, one column per class; a poster that cannot
-be read has empty counts and its reason); a rerun only counts posters not yet counted in that file. Correlations (Spearman, one observation per anime, BH-adjusted p-values) go to
-data/reports/analysis/object_score_correlations.csv and .png.
+be read has empty counts and its reason); a rerun only counts posters not yet counted in that file. Correlations
+(Spearman, one observation per anime, BH-adjusted p-values) go to data/reports/analysis/object_score_correlations.csv
+and .png.
 """
 from pathlib import Path
 
@@ -55,12 +56,12 @@ def main(argv=None):
     write_csv(correlations, args.reports / "object_score_correlations.csv")
     plot_correlations(correlations, args.reports / "object_score_correlations.png")
     skipped = len(counts) - len(counted(counts))
-    record.finish({"posters": len(counts), "skipped": skipped, "spearman_rho": dict(zip(correlations["class"],
-                                                                   correlations["spearman_rho"]))})
+    record.finish({"posters": len(counts), "skipped": skipped,
+                   "spearman_rho": dict(zip(correlations["class"], correlations["spearman_rho"]))})
     top = ", ".join(f"{r['class']} {r['spearman_rho']:+.2f} (p={r['p_value']:.2g})"
                     for r in correlations.head(5).to_dict("records"))
-    print(f"wrote {args.out}: {len(counts)} posters" + (f" ({skipped} skipped: see its reason column)" if skipped
-                                                          else "") + f"; strongest rank correlations with score: {top}")
+    skipped_note = f" ({skipped} skipped: see its reason column)" if skipped else ""
+    print(f"wrote {args.out}: {len(counts)} posters{skipped_note}; strongest rank correlations with score: {top}")
 
 
 if __name__ == "__main__":

