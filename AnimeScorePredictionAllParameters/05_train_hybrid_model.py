@@ -3,9 +3,10 @@
 It starts from the text model of step 04 (kept frozen, same metadata encoding and sentence model), recalibrated by
 a line fit on the training posters (mostly top-rated anime, in a narrow score range), and learns a correction from
 the poster on the poster rows of
-data/ani_data_merged.csv, split by the shared data/splits/score_split.csv: first with the image backbone frozen,
-then with its top layers fine-tuned, keeping the checkpoint with the best validation loss (never worse on
-validation than where it started).
+data/ani_data_merged.csv, split by the shared data/splits/score_split.csv: first with the image backbone frozen
+(on its features of the posters, computed once and kept in data/cache/features/, which the vision-only model
+reuses), then with its top layers fine-tuned on augmented posters, keeping the checkpoint with the best validation
+loss (never worse on validation than where it started).
 
     python AnimeScorePredictionAllParameters/05_train_hybrid_model.py --backbone efficientnet_lite0 --image-size 192 192
 Writes data/models/anime_hybrid_model.h5 + .json and data/reports/score/anime_hybrid_model_{history.csv,curve.png}.
@@ -74,7 +75,8 @@ def main(argv=None):
     model, history = train_poster_model(
         build,
         table, split, inputs, args.image_size, strategy=strategy, from_scratch=args.backbone == "small_cnn",
-        backup_dir=path.with_suffix(".backup"), **recipe_arguments(args))
+        backup_dir=path.with_suffix(".backup"), backbone_name=args.backbone, weights=weights,
+        **recipe_arguments(args))
     best = trainer.best_row(history)
     save_score_model(model, path, sidecar, run=record.finish({"val_mae": float(best["val_mae"]),
                                                               "val_loss": float(best["val_loss"])}))

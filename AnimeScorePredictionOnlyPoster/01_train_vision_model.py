@@ -2,8 +2,9 @@
 
 Trained on the scored poster rows of data/ani_data_merged.csv (steps 01-03 of AnimeScorePredictionAllParameters)
 split by the shared data/splits/score_split.csv (grouped by anime_id, the split of every score model): first with
-the backbone frozen, then with its top layers fine-tuned (small_cnn: trained whole from scratch), keeping the
-checkpoint with the best validation loss. Evaluate it with AnimeScorePredictionAllParameters/06_evaluate.py.
+the backbone frozen (on its cached features of the posters, data/cache/features/, shared with the hybrid model of
+step 05), then with its top layers fine-tuned on augmented posters (small_cnn: trained whole from scratch),
+keeping the checkpoint with the best validation loss. Evaluate it with AnimeScorePredictionAllParameters/06_evaluate.py.
 
     python AnimeScorePredictionOnlyPoster/01_train_vision_model.py --backbone efficientnet_lite0 --image-size 192 192
 Writes data/models/anime_vision_only_model.h5 + .json and
@@ -57,7 +58,8 @@ def main(argv=None):
     model, history = train_poster_model(
         lambda: build_vision_model(build_backbone(args.backbone, args.image_size, weights=weights), score_mean),
         table, split, inputs, args.image_size, strategy=strategy, from_scratch=args.backbone == "small_cnn",
-        backup_dir=path.with_suffix(".backup"), **recipe_arguments(args))
+        backup_dir=path.with_suffix(".backup"), backbone_name=args.backbone, weights=weights,
+        **recipe_arguments(args))
     best = trainer.best_row(history)
     save_score_model(model, path, sidecar, run=record.finish({"val_mae": float(best["val_mae"]),
                                                               "val_loss": float(best["val_loss"])}))

@@ -56,6 +56,47 @@ def test_resume_continues_after_the_phases_an_interrupted_run_finished(tmp_path,
     assert model.evaluate(tiny_data(8), verbose=0) == pytest.approx(best, rel=1e-4)  # the best weights are kept
 
 
+def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_without_its_images():
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("small_cnn", 16)  # stands in for ImageNet weights: the same in every build
+
+    def build():
+        image, metadata = keras.Input((16, 16, 3), name="image"), keras.Input((2,), name="metadata")
+        own = build_backbone("small_cnn", 16)
+        own.set_weights(backbone.get_weights())
+        joined = keras.layers.Concatenate()([own(image), metadata])
+        return keras.Model({"image": image, "metadata": metadata}, keras.layers.Dense(1)(joined))
+
+    rng = np.random.default_rng(0)
+    images, meta = rng.uniform(0, 255, (24, 16, 16, 3)).astype(np.float32), rng.normal(size=(24, 2)).astype(np.float32)
+    target = (meta[:, 0] + 3).astype(np.float32)  # learnable from the metadata alone
+    features = backbone.predict(images, verbose=0)  # the backbone stays frozen: its features are the model's
+    head_data = (({"image": features[:16], "metadata": meta[:16]}, target[:16]),
+                 ({"image": features[16:], "metadata": meta[16:]}, target[16:]))
+
+    def no_images(batch_size):
+        raise AssertionError("the frozen phase asked for images")
+
+    def val_images(batch_size):
+        return tf.data.Dataset.from_tensor_slices(({"image": images[16:], "metadata": meta[16:]}, target[16:])) \
+            .batch(batch_size)
+
+    model, history = trainer.fit(build, no_images, val_images, loss="mse", epochs=30, finetune_epochs=0,
+                                 learning_rate=0.05, batch_size=8, patience=30, head_data=head_data, verbose=0)
+    assert history["phase"].tolist() == ["start"] + ["frozen"] * 30
+    assert history["val_loss"].min() < history["val_loss"].iloc[0] / 4
+    # the weights trained on features are the model's own: on the images it scores the best epoch's loss
+    on_images = model.predict({"image": images[16:], "metadata": meta[16:]}, verbose=0)[:, 0]
+    assert np.mean((on_images - target[16:]) ** 2) == pytest.approx(history["val_loss"].min(), rel=1e-4)
+
+    def no_backbone():
+        metadata = keras.Input((2,), name="metadata")
+        return keras.Model(metadata, keras.layers.Dense(1)(metadata))
+
+    with pytest.raises(ValueError, match="backbone"):
+        trainer.fit(no_backbone, no_images, val_images, loss="mse", epochs=1, head_data=head_data, verbose=0)
+
+
 def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -8,6 +8,7 @@ import importlib
 import math
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import keras
@@ -309,3 +310,27 @@ def leaf_layers(model):
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def above_backbone(model, image_input="image"):
+    """The part of `model` above its nested layer "backbone", as a model sharing its weights that takes the
+    backbone's features in place of the image (and the model's other inputs, by the same names, where the model
+    takes a dict), so the backbone runs once per image for many passes of the rest: the frozen phase of training
+    on cached features, the permutations of feature importance. None unless the image input goes straight into
+    the one call of a layer named "backbone"."""
+    if "backbone" not in {layer.name for layer in model.layers}:
+        return None
+    backbone = model.get_layer("backbone")
+    if len(backbone._inbound_nodes) != 1:  # called more than once in this model's graph
+        return None
+    node, = backbone._inbound_nodes
+    named = isinstance(model.input, dict)
+    if node.input_tensors[0] is not (model.input.get(image_input) if named else model.input):
+        return None
+    features = node.output_tensors[0]
+    if not named:
+        return keras.Model(features, model.output, name=f"{model.name}_above_backbone")
+    with warnings.catch_warnings():  # that the features tensor is not named "image": inputs go by their dict key
+        warnings.filterwarnings("ignore", "When providing `inputs` as a dict")
+        return keras.Model({name: features if name == image_input else tensor for name, tensor in model.input.items()},
+                           model.output, name=f"{model.name}_above_backbone")

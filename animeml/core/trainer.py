@@ -7,8 +7,8 @@ top layers of the backbone fine-tuned at a lower rate, under a tf.distribute str
 `build` makes the model inside the strategy's scope (with the optimiser and metrics); a model holding a layer named
 "backbone" trains in two phases, a model without one (or `from_scratch`) in one. `train_data(batch_size)` and
 `val_data(batch_size)` return batched tf.data datasets of (inputs, targets): the trainer asks for the global batch
-(the per-replica batch times the replicas). A model with a nested layer named "head" (features -> outputs) may
-train its frozen phase on precomputed backbone features (`head_data`, see animeml.core.feature_cache).
+(the per-replica batch times the replicas). The frozen phase may train what lies above the backbone on precomputed
+backbone features instead of images (`head_data`, see animeml.core.feature_cache and backbones.above_backbone).
 
 Every phase stops early after `patience` epochs without improvement of `monitor`; the best weights over all
 phases (the untrained model included) are kept. With `backup_dir`, Keras' BackupAndRestore saves each epoch there,
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from animeml.core.backbones import set_trainable
+from animeml.core.backbones import above_backbone, set_trainable
 from animeml.core.io import PipelineError, atomic_path, write_csv, write_json
 from animeml.core.trainer_flags import STRATEGIES
 
@@ -125,13 +125,17 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
     history DataFrame: one row per epoch, `phase` start/frozen/finetune/train, the logs of Keras).
 
     `score(y_val, predictions) -> float` adds `monitor` (e.g. "val_micro_f1", mode "max") from the validation
-    predictions. `head_data`: ((x_train, y_train), (x_val, y_val)) backbone features for the frozen phase.
+    predictions. `head_data`: ((x_train, y_train), (x_val, y_val)) for the frozen phase: the backbone's features of the un-augmented
+    images, or for a model of several named inputs a dict of them with the features under "image".
     `callbacks`: more Keras callbacks for every phase.
     """
     strategy = strategy or make_strategy("one")
     global_batch = batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build()
+    if head_data is not None and above_backbone(model) is None:
+        raise ValueError(f"head_data given, but the image input of {model.name} does not go straight into a layer "
+                         "named 'backbone'")
     layer_names = {layer.name for layer in model.layers}
     backbone = model.get_layer("backbone") if "backbone" in layer_names else None
     if backbone is None or from_scratch:
@@ -162,11 +166,12 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
                 set_trainable(backbone, top_layers)
             elif from_scratch:
                 backbone.trainable = True
-        on_features = phase == "frozen" and head_data is not None and "head" in layer_names
-        trained = model.get_layer("head") if on_features else model
-        if on_features:
+        with strategy.scope():  # a model made outside the scope would train outside it
+            head = above_backbone(model) if phase == "frozen" and head_data is not None else None
+        trained = model if head is None else head
+        if head is not None:
             (x_train, y_train), (x_val, y_features) = head_data
-            train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=0) \
+            train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(y_train), seed=0) \
                 .batch(global_batch)
             val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_features)).batch(global_batch)
         else:

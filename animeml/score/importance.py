@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from animeml.core.backbones import above_backbone
 from animeml.core.io import PipelineError, atomic_path
 
 POSTER = "poster"
@@ -47,23 +48,16 @@ def permuted(inputs, name, columns, order):
     return {**inputs, name: values}
 
 
-def split_at_backbone(model, image_input="image"):
+def split_at_backbone(model):
     """(backbone, predict) for a model whose image input goes straight into a nested layer named "backbone":
     `predict(inputs, **predict_kwargs)` takes the backbone's features in place of the images, with the model's
     other inputs, in a dict by the same names. The backbone then runs once per image instead of once per
-    permutation (permuting the posters permutes their features). (None, model.predict) for any other model."""
-    if not isinstance(model.input, dict) or "backbone" not in {layer.name for layer in model.layers}:
+    permutation (permuting the posters permutes their features). (None, model.predict) for any other model, and
+    for a model of the image alone (nothing to permute beside it)."""
+    after = above_backbone(model) if isinstance(model.input, dict) else None
+    if after is None:
         return None, model.predict
-    backbone = model.get_layer("backbone")
-    if len(backbone._inbound_nodes) != 1:  # called more than once in this model's graph
-        return None, model.predict
-    node, = backbone._inbound_nodes
-    if node.input_tensors[0] is not model.input.get(image_input):
-        return None, model.predict
-    names = list(model.input)
-    after = keras.Model([node.output_tensors[0] if name == image_input else model.input[name] for name in names],
-                        model.output)
-    return backbone, lambda inputs, **kwargs: after.predict([inputs[name] for name in names], **kwargs)
+    return model.get_layer("backbone"), after.predict
 
 
 def permutation_importance(predict, inputs, targets, groups, repeats=5, seed=0, confidence=0.95):

@@ -31,6 +31,7 @@ from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
 from animeml.core import paths, store, trainer
+from animeml.core.feature_cache import backbone_features
 from animeml.core.images import image_dataset
 from animeml.core.io import PipelineError, atomic_path
 from animeml.core.table import read_merged
@@ -263,20 +264,32 @@ def scored_poster_rows(merged_csv):
 
 def train_poster_model(build, table, split, inputs, image_size, strategy=None, epochs=8, finetune_epochs=4,
                        finetune_layers=20, learning_rate=1e-3, finetune_learning_rate=1e-4, batch_size=32,
-                       patience=3, from_scratch=False, seed=42, backup_dir=None, resume=False):
-    """Train the model `build()` makes (an image input, maybe more `inputs`) on the train posters (augmented,
-    cached decoded) against the validation posters with MSE; returns (model with its best weights, history)."""
+                       patience=3, from_scratch=False, seed=42, backup_dir=None, resume=False, backbone_name=None,
+                       weights="imagenet"):
+    """Train the model `build()` makes (an image input, maybe more `inputs`) on the train posters against the
+    validation posters with MSE; returns (model with its best weights, history). With `backbone_name` (the model's
+    backbone, ImageNet weights) the frozen phase trains on that backbone's cached features of the un-augmented
+    posters, computed once for every model and run that uses them; the fine-tune phase sees augmented posters."""
     def data(part, training):
         rows = split == part
         return lambda batch: image_dataset(
             table.loc[rows, "image_path"], table.loc[rows, "score"].to_numpy(np.float32),
             features={k: v[rows] for k, v in inputs.items()} or None, image_size=image_size, batch_size=batch,
             training=training, cache=True, seed=seed)
+
+    def features(part):
+        rows = split == part
+        posters = backbone_features(backbone_name, image_size, table.loc[rows, "image_path"], weights=weights)
+        x = {**{k: v[rows] for k, v in inputs.items()}, "image": posters} if inputs else posters
+        return x, table.loc[rows, "score"].to_numpy(np.float32)
+
+    cached = backbone_name is not None and weights == "imagenet" and not from_scratch
     return trainer.fit(build, data("train", True), data("val", False), loss="mse", metrics=["mae"],
                        strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
                        finetune_layers=finetune_layers, learning_rate=learning_rate,
                        finetune_learning_rate=finetune_learning_rate, batch_size=batch_size, patience=patience,
-                       from_scratch=from_scratch, backup_dir=backup_dir, resume=resume)
+                       from_scratch=from_scratch, head_data=(features("train"), features("val")) if cached else None,
+                       backup_dir=backup_dir, resume=resume)
 
 
 # --- baselines -------------------------------------------------------------------------------------------
