@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from animeml.core import paths, trainer
+from animeml.core import paths, store, trainer
 from animeml.core.backbones import build_backbone
 
 
@@ -56,7 +56,7 @@ def test_resume_continues_after_the_phases_an_interrupted_run_finished(tmp_path,
     assert model.evaluate(tiny_data(8), verbose=0) == pytest.approx(best, rel=1e-4)  # the best weights are kept
 
 
-def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_without_its_images():
+def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_without_its_images(tmp_path):
     keras.utils.set_random_seed(0)
     backbone = build_backbone("small_cnn", 16)  # stands in for ImageNet weights: the same in every build
 
@@ -64,7 +64,9 @@ def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_wi
         image, metadata = keras.Input((16, 16, 3), name="image"), keras.Input((2,), name="metadata")
         own = build_backbone("small_cnn", 16)
         own.set_weights(backbone.get_weights())
-        joined = keras.layers.Concatenate()([own(image), metadata])
+        inner = keras.Input((2,))  # a nested model above the backbone, as the hybrid's text model
+        nested = keras.Model(inner, keras.layers.Dense(2)(inner), name="metadata_model")
+        joined = keras.layers.Concatenate()([own(image), nested(metadata)])
         return keras.Model({"image": image, "metadata": metadata}, keras.layers.Dense(1)(joined))
 
     rng = np.random.default_rng(0)
@@ -88,6 +90,10 @@ def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_wi
     # the weights trained on features are the model's own: on the images it scores the best epoch's loss
     on_images = model.predict({"image": images[16:], "metadata": meta[16:]}, verbose=0)[:, 0]
     assert np.mean((on_images - target[16:]) ** 2) == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    store.save_model(model, tmp_path / "model.h5", {})  # the model trained that way saves (a hybrid once did not)
+    loaded = store.load_model(tmp_path / "model.h5")[0]
+    assert np.allclose(loaded.predict({"image": images[16:], "metadata": meta[16:]}, verbose=0)[:, 0], on_images,
+                       atol=1e-6)
 
     def no_backbone():
         metadata = keras.Input((2,), name="metadata")

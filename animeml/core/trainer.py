@@ -125,15 +125,16 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
     history DataFrame: one row per epoch, `phase` start/frozen/finetune/train, the logs of Keras).
 
     `score(y_val, predictions) -> float` adds `monitor` (e.g. "val_micro_f1", mode "max") from the validation
-    predictions. `head_data`: ((x_train, y_train), (x_val, y_val)) for the frozen phase: the backbone's features of the un-augmented
-    images, or for a model of several named inputs a dict of them with the features under "image".
+    predictions. `head_data`: ((x_train, y_train), (x_val, y_val)) for the frozen phase: the backbone's features of
+    the un-augmented images, or for a model of several named inputs a dict of them with the features under "image".
     `callbacks`: more Keras callbacks for every phase.
     """
     strategy = strategy or make_strategy("one")
     global_batch = batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build()
-    if head_data is not None and above_backbone(model) is None:
+        head = above_backbone(model) if head_data is not None else None
+    if head_data is not None and head is None:
         raise ValueError(f"head_data given, but the image input of {model.name} does not go straight into a layer "
                          "named 'backbone'")
     layer_names = {layer.name for layer in model.layers}
@@ -166,10 +167,9 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
                 set_trainable(backbone, top_layers)
             elif from_scratch:
                 backbone.trainable = True
-        with strategy.scope():  # a model made outside the scope would train outside it
-            head = above_backbone(model) if phase == "frozen" and head_data is not None else None
-        trained = model if head is None else head
-        if head is not None:
+        on_features = phase == "frozen" and head is not None
+        trained = head if on_features else model
+        if on_features:
             (x_train, y_train), (x_val, y_features) = head_data
             train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(y_train), seed=0) \
                 .batch(global_batch)
@@ -201,6 +201,11 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
             done = read_progress(backup)
     if best.best_weights is not None:
         model.set_weights(best.best_weights)
+    if head is not None:  # the view above the backbone left nodes in the model's graph that saving trips on
+        with strategy.scope():
+            fresh = build()
+        fresh.set_weights(model.get_weights())
+        model = fresh
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     return model, pd.DataFrame(rows)
