@@ -245,3 +245,33 @@ def test_train_evaluate_and_predict(score_data, monkeypatch):
 
 def scored_reason(csv, anime_id):
     return pd.read_csv(csv, keep_default_na=False).set_index("anime_id").loc[anime_id, "reason"]
+
+
+def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_features(tmp_path, monkeypatch):
+    from animeml.core import store
+    from animeml.core.backbones import build_backbone
+    from animeml.core.images import image_batch
+    from animeml.score.models import build_vision_model, train_poster_model
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    files = [tmp_path / f"{i}.png" for i in range(12)]
+    for i, file in enumerate(files):
+        write_poster(file, i % 2, i)
+    table = pd.DataFrame({"image_path": [str(f) for f in files], "score": [6.0 + 2 * (i % 2) for i in range(12)]})
+    split = np.array(["train"] * 8 + ["val"] * 4)
+
+    def train():
+        return train_poster_model(lambda: build_vision_model(build_backbone("efficientnet_lite0", 32), 7.0), table,
+                                  split, {}, 32, epochs=2, finetune_epochs=1, finetune_layers=3, batch_size=4,
+                                  backbone_name="efficientnet_lite0")
+
+    model, history = train()
+    cached = sorted((tmp_path / "data" / "cache" / "features").iterdir())
+    assert len(cached) == 2  # the train and the validation posters, once each
+    assert history["phase"].tolist()[:2] == ["start", "frozen"] and "finetune" in history["phase"].tolist()
+    store.save_model(model, tmp_path / "vision.h5", {})
+    images = image_batch(files, 32)
+    assert np.allclose(store.load_model(tmp_path / "vision.h5")[0].predict(images, verbose=0),
+                       model.predict(images, verbose=0), atol=1e-5)
+    train()  # a second model reads the same features back
+    assert sorted((tmp_path / "data" / "cache" / "features").iterdir()) == cached
