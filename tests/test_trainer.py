@@ -103,6 +103,27 @@ def test_the_frozen_phase_on_cached_features_trains_a_model_of_several_inputs_wi
         trainer.fit(no_backbone, no_images, val_images, loss="mse", epochs=1, head_data=head_data, verbose=0)
 
 
+class TrainedModels(keras.callbacks.Callback):
+    """The name of the model each phase trains (the characters' learning-rate schedule looks for "head")."""
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def on_train_begin(self, logs=None):
+        self.names.append(self.model.name)
+
+
+def test_a_model_with_a_nested_head_trains_that_head_on_features():
+    keras.utils.set_random_seed(0)
+    dim = build_backbone("small_cnn", 16).output.shape[-1]
+    rng = np.random.default_rng(0)
+    head_data = ((rng.normal(size=(16, dim)).astype(np.float32), rng.normal(size=16).astype(np.float32)),) * 2
+    trained = TrainedModels()
+    trainer.fit(tiny_model, tiny_data, tiny_data, loss="mse", epochs=1, finetune_epochs=1, finetune_layers=2,
+                batch_size=8, head_data=head_data, callbacks=[trained], verbose=0)
+    assert trained.names[0] == "head" and trained.names[1] != "head"
+
+
 def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -133,11 +133,14 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
     global_batch = batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build()
-        head = above_backbone(model) if head_data is not None else None
+        layer_names = {layer.name for layer in model.layers}
+        # the frozen phase on features trains the model's nested "head" (callbacks may look for that name), or else
+        # a view of everything above its backbone
+        view = above_backbone(model) if head_data is not None and "head" not in layer_names else None
+    head = model.get_layer("head") if head_data is not None and "head" in layer_names else view
     if head_data is not None and head is None:
         raise ValueError(f"head_data given, but the image input of {model.name} does not go straight into a layer "
                          "named 'backbone'")
-    layer_names = {layer.name for layer in model.layers}
     backbone = model.get_layer("backbone") if "backbone" in layer_names else None
     if backbone is None or from_scratch:
         phases = [("train", epochs + (finetune_epochs if from_scratch else 0), learning_rate, None)]
@@ -201,7 +204,7 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
             done = read_progress(backup)
     if best.best_weights is not None:
         model.set_weights(best.best_weights)
-    if head is not None:  # the view above the backbone left nodes in the model's graph that saving trips on
+    if view is not None:  # the view above the backbone left nodes in the model's graph that saving trips on
         with strategy.scope():
             fresh = build()
         fresh.set_weights(model.get_weights())
