@@ -136,8 +136,11 @@ def fit(build, train_data, val_data, loss, strategy=None, metrics=(), epochs=10,
         layer_names = {layer.name for layer in model.layers}
         # the frozen phase on features trains the model's nested "head" (callbacks may look for that name), or else
         # a view of everything above its backbone
-        view = above_backbone(model) if head_data is not None and "head" not in layer_names else None
-    head = model.get_layer("head") if head_data is not None and "head" in layer_names else view
+        head = view = None
+        if head_data is not None and "head" in layer_names:
+            head = model.get_layer("head")
+        elif head_data is not None:
+            head = view = above_backbone(model)
     if head_data is not None and head is None:
         raise ValueError(f"head_data given, but the image input of {model.name} does not go straight into a layer "
                          "named 'backbone'")
