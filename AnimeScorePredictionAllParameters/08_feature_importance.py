@@ -38,7 +38,7 @@ def main(argv=None):
     import numpy as np
 
     from animeml.core.batch import load_model_for
-    from animeml.core.images import load_image
+    from animeml.core.images import drop_unreadable, load_image
     from animeml.core.io import PipelineError, write_csv
     from animeml.core.runs import RunRecord
     from animeml.core.table import read_anime_table, read_merged
@@ -58,6 +58,8 @@ def main(argv=None):
                        inputs={"model": model_file, "table": source})
     table = read_merged(source) if "image" in sidecar["inputs"] else read_anime_table(source)
     table = table[table["score"].notna()].reset_index(drop=True)
+    if "image" in sidecar["inputs"]:
+        table = drop_unreadable(table, "image_path", "scored posters")
     split = score_split(table["anime_id"])
     test = table[split == "test"].reset_index(drop=True)
     if len(test) < 2:

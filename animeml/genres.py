@@ -16,7 +16,7 @@ from animeml.core import store, trainer
 from animeml.core.backbones import BACKBONES, build_backbone
 from animeml.core.feature_cache import backbone_features
 from animeml.core.io import PipelineError
-from animeml.core.images import image_batch, image_dataset
+from animeml.core.images import drop_unreadable, image_batch, image_dataset
 from animeml.core.fields import split_list
 from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
@@ -43,7 +43,7 @@ def read_labels():
     """The labelled table and its genre vocabulary, as written by the labelling step."""
     if not labels_csv().exists():
         raise PipelineError(f"{labels_csv()} not found")
-    table = pd.read_csv(labels_csv(), dtype={"genres": str})
+    table = drop_unreadable(pd.read_csv(labels_csv(), dtype={"genres": str}), "image_path", "labelled images")
     return table, json.loads(vocabulary_json().read_text())["genres"]
 
 

@@ -84,14 +84,21 @@ def test_catalog_covers_never_enter_validation_or_test(posters, tmp_path):
 def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, capsys):
     merged_csv, image_dir = posters
     run_script("01_make_labels.py", "--merged", merged_csv, "--top", 3, monkeypatch=monkeypatch)
+    labels = pd.read_csv(tmp_path / "data" / "genres" / "labels.csv")
+    cut = Path(labels.loc[labels["split"] == "test", "image_path"].iloc[0])  # cut short after labelling
+    cut.write_bytes(cut.read_bytes()[:200])
+    capsys.readouterr()
     run_script("02_train.py", "--backbone", "small_cnn", "--loss", "bce", "--image-size", 32, "--scratch-epochs", 1,
                "--batch-size", 8, monkeypatch=monkeypatch)
+    err = capsys.readouterr().err
+    assert f"1 of {len(labels)} labelled images cannot be read" in err and f"{cut} " in err
     model = tmp_path / "data" / "models" / "genres_small_cnn_bce.h5"
     sidecar = json.loads(model.with_suffix(".json").read_text())
     assert model.exists() and sorted(sidecar["genres"]) == sorted(COLOURS)
     assert set(sidecar["thresholds"]) == set(COLOURS) and 0 < sidecar["global_threshold"] < 1
 
     run_script("03_evaluate.py", monkeypatch=monkeypatch)
+    assert f"1 of {len(labels)} labelled images cannot be read" in capsys.readouterr().err
     results = pd.read_csv(tmp_path / "data" / "genres" / "results.csv")
     assert {"small_cnn", "label prior"} <= set(results["model"])
     assert results["micro_f1"].between(0, 1).all()
@@ -100,7 +107,7 @@ def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, c
 
     few = tmp_path / "few"
     few.mkdir()
-    for path in sorted(image_dir.glob("*.jpg"))[:3]:
+    for path in [path for path in sorted(image_dir.glob("*.jpg")) if path != cut][:3]:
         (few / path.name).write_bytes(path.read_bytes())
     (few / "notes.txt").write_text("not an image")
     run_script("predict_genres.py", "--images", few, "--out", tmp_path / "out.csv", "--model", model,

@@ -1,8 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
-from animeml.core.images import image_dataset, load_image
+from animeml.core.images import drop_unreadable, image_dataset, load_image, unreadable_images
 
 SIZE = (24, 16)
 
@@ -140,3 +141,47 @@ def test_an_array_that_has_the_size_already_is_batched_as_resizing_it_would():
     batch = image_batch(arrays, SIZE)
     assert batch.dtype == np.float32
     np.testing.assert_array_equal(batch, expected)
+
+
+def broken_images(folder, good):
+    """Files that image_dataset cannot read, one per way, beside the readable `good` one: {name: path}."""
+    data = open(good, "rb").read()
+    files = {"truncated": data[:len(data) // 3], "empty": b"", "text": b"not an image",
+             "bmp header only": b"BM" + bytes(60)}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name.replace(' ', '_')}.jpg"
+        paths[name].write_bytes(content)
+    paths["missing"] = folder / "missing.jpg"
+    paths["folder"] = folder / "a_folder.jpg"
+    paths["folder"].mkdir()
+    return {name: str(path) for name, path in paths.items()}
+
+
+def test_unreadable_images_are_found_with_a_reason_each(image_paths, tmp_path):
+    (tmp_path / "bad").mkdir()
+    bad = broken_images(tmp_path / "bad", image_paths[0])
+    files = [image_paths[0], *bad.values(), *image_paths[1:]]
+    reasons = unreadable_images(files)
+    assert sorted(reasons) == list(range(1, 1 + len(bad)))  # every broken file, none of the good ones
+    for position, (name, path) in enumerate(bad.items(), start=1):
+        assert reasons[position].startswith(path)
+    assert "truncated or corrupt" in reasons[1] and "empty" in reasons[2] and "not found" in reasons[5]
+    # what is left is what tf.data reads to the end
+    kept = [f for i, f in enumerate(files) if i not in reasons]
+    assert sum(len(b) for b in image_dataset(kept, image_size=SIZE, batch_size=4)) == len(image_paths)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(image_dataset([image_paths[0], bad["truncated"]], image_size=SIZE))
+
+
+def test_drop_unreadable_leaves_out_the_rows_and_says_why(image_paths, tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    bad = broken_images(tmp_path / "bad", image_paths[0])
+    table = pd.DataFrame({"path": [*image_paths, bad["truncated"], bad["text"]], "label": range(8)},
+                         index=range(10, 18))
+    kept = drop_unreadable(table, "path", "faces", shown=1)
+    assert kept["label"].tolist() == list(range(6)) and kept.index.tolist() == list(range(6))
+    err = capsys.readouterr().err
+    assert "2 of 8 faces cannot be read" in err and bad["truncated"] in err and "and 1 more" in err
+    assert drop_unreadable(table.iloc[:6], "path", "faces").equals(table.iloc[:6].reset_index(drop=True))
+    assert capsys.readouterr().err == ""

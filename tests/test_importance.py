@@ -114,7 +114,7 @@ def test_permuting_a_column_range_moves_only_those_columns():
     assert out["image"] is inputs["image"] and inputs["metadata"][0, 1] == 1
 
 
-def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
+def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch, capsys):
     import keras
 
     from animeml.core.backbones import build_backbone
@@ -156,10 +156,15 @@ def test_importance_step_on_a_tiny_poster_model(tmp_path, monkeypatch):
     save_model(model, path)
     write_sidecar(path, sidecar)
 
+    cut = tmp_path / "cut.jpg"  # a training poster cut short since: left out with its reason, the test rows scored
+    cut.write_bytes(open(merged["image_path"][0], "rb").read()[:500])
+    merged.assign(image_path=[str(cut), *merged["image_path"][1:]]).to_csv(data / "ani_data_merged.csv", index=False)
+
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--model", str(path), "--repeats", "2", "--merged",
                                       str(data / "ani_data_merged.csv"), "--out", str(tmp_path / "out")])
     runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "1 of 16 scored posters cannot be read" in capsys.readouterr().err
 
     importance = pd.read_csv(tmp_path / "out" / "anime_hybrid_model_importance.csv")
     assert set(importance["group"]) == {"poster", *sidecar["input_groups"]}

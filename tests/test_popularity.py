@@ -262,3 +262,19 @@ def test_a_bad_characters_csv_is_a_one_line_error(data_dir, shared, tmp_path):
     bad.write_text("anime_id,character_id,name,role,about,image_url\n1,x,Spike,Main,a,b\n")
     with pytest.raises(PipelineError, match="whole numbers"):
         step("09_fetch_characters").main(["--characters-csv", str(bad)])
+
+
+def test_a_portrait_that_does_not_decode_leaves_its_character_out_with_the_reason(tmp_path, capsys):
+    portraits = tmp_path / "portraits"
+    portraits.mkdir()
+    for character_id in (1, 2, 3):
+        (portraits / f"{character_id}.jpg").write_bytes(jpeg_bytes(character_id))
+    (portraits / "2.jpg").write_bytes((portraits / "2.jpg").read_bytes()[:300])  # cut short
+    anime = pd.DataFrame({"anime_id": [10, 20], "score": [7.0, 8.0], "synopsis": ["word " * 30] * 2})
+    characters = pd.DataFrame({"anime_id": [10, 20, 20, 20], "character_id": [1, 2, 3, 4], "role": "Main",
+                               "about": "a description"})  # 4 has no portrait at all: not fetched, no warning
+    anime, characters, steps = popularity.clean_dataset(anime, characters, portraits)
+    assert characters["character_id"].tolist() == [1, 3] and anime["anime_id"].tolist() == [10, 20]
+    err = capsys.readouterr().err
+    assert "1 of 3 portraits cannot be read" in err and f"{portraits / '2.jpg'} cannot be read" in err
+    assert steps.set_index("step").loc["characters with a portrait", "characters"] == 2

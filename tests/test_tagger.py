@@ -26,30 +26,45 @@ def save_image(path, colour, seed=0):
     Image.fromarray(np.clip(np.asarray(colour) + noise, 0, 255).astype(np.uint8)).save(path)
 
 
-def test_tags_csv_is_read_relative_to_its_folder_and_missing_images_are_dropped(tmp_path):
+def test_tags_csv_is_read_relative_to_its_folder_and_unreadable_images_are_dropped(tmp_path, capsys):
     save_image(tmp_path / "images" / "a.png", (0, 0, 0))
+    save_image(tmp_path / "images" / "cut.png", (0, 0, 0))
+    cut = tmp_path / "images" / "cut.png"
+    cut.write_bytes(cut.read_bytes()[:100])
     csv = tmp_path / "tags.csv"
-    csv.write_text('file,tags\nimages/a.png,"blonde hair, blue eyes"\nimages/missing.png,red hair\n')
+    csv.write_text('file,tags\nimages/a.png,"blonde hair, blue eyes"\nimages/missing.png,red hair\n'
+                   'images/cut.png,red hair\n')
     table = read_tags_csv(csv)
     assert table["path"].tolist() == [str(tmp_path / "images" / "a.png")]
     assert table["tags"].tolist() == [["blonde hair", "blue eyes"]]
+    err = capsys.readouterr().err
+    assert f"2 of 3 images listed in {csv} cannot be read" in err and "missing.png not found" in err
+    assert f"{cut} is truncated or corrupt" in err
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    with pytest.raises(PipelineError, match="none of the images listed in .* can be read"):
+        read_tags_csv(csv)
     (tmp_path / "bad.csv").write_text("image,labels\nx,y\n")
     with pytest.raises(PipelineError, match="file,tags"):
         read_tags_csv(tmp_path / "bad.csv")
 
 
-def test_danbooru_json_reads_tag_string_and_tag_lists_and_finds_images_by_id_or_md5(tmp_path):
+def test_danbooru_json_reads_tag_string_and_tag_lists_and_finds_images_by_id_or_md5(tmp_path, capsys):
     root = tmp_path / "original"
     save_image(root / "0234" / "1234.png", (0, 0, 0))
     save_image(root / "abc.jpg", (0, 0, 0))
+    (root / "0055").mkdir()
+    (root / "0055" / "55.jpg").write_bytes(b"\xff\xd8\xff not a whole jpeg")
     posts = [{"id": 1234, "file_ext": "png", "tag_string": "1girl blonde_hair blue_eyes"},
              {"id": "77", "md5": "abc", "file_ext": "jpg", "tags": [{"id": "5", "name": "red_hair", "category": "0"}]},
-             {"id": 99, "file_ext": "jpg", "tag_string": "no_image_here"}]
+             {"id": 99, "file_ext": "jpg", "tag_string": "no_image_here"},
+             {"id": 55, "file_ext": "jpg", "tag_string": "broken_image"}]
     metadata = tmp_path / "posts.json"
     metadata.write_text("\n".join(json.dumps(post) for post in posts) + "\n\n")
     table = read_danbooru_json(metadata, root)
     assert table["path"].tolist() == [str(root / "0234" / "1234.png"), str(root / "abc.jpg")]
     assert table["tags"].tolist() == [["1girl", "blonde hair", "blue eyes"], ["red hair"]]
+    err = capsys.readouterr().err  # a post without an image is not news in a dump's subset; a broken image is
+    assert "1 of 3 images listed in" in err and "55.jpg" in err and "no_image_here" not in err
     metadata.write_text("{not json\n")
     with pytest.raises(PipelineError, match="posts.json:1"):
         read_danbooru_json(metadata, root)

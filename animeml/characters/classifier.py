@@ -25,7 +25,7 @@ from animeml.core import store, trainer
 from animeml.core.backbones import LITE_VARIANTS, build_backbone, layer_output, lite_stage_end
 from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
-from animeml.core.images import image_batch, image_dataset
+from animeml.core.images import drop_unreadable, image_batch, image_dataset
 from animeml.core.io import PipelineError, atomic_path
 from animeml.core.metrics import bootstrap_samples
 from animeml.core.multilabel import f1_from_counts
@@ -95,7 +95,7 @@ def face_set(faces_dir, split_csv, split_path, val_share=0.15, test_share=0.2, s
 
     from animeml.core.splits import carve_validation, illustration_groups, load_or_make_split
 
-    table = read_face_folders(faces_dir)
+    table = drop_unreadable(read_face_folders(faces_dir), "path", "faces")
     table["file"] = table["character"] + "/" + table["path"].map(lambda path: Path(path).name)
     table = table.sort_values("file", ignore_index=True)
     table["group"] = illustration_groups(table["file"])

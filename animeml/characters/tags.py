@@ -1,5 +1,5 @@
 """Tag sources for the illustration tagger: a CSV of `file,tags` ("blonde hair, blue eyes") or Danbooru metadata
-JSON (one post per line). Both become a table of `path` (an existing image file) and `tags` (a list).
+JSON (one post per line). Both become a table of `path` (an image file that decodes) and `tags` (a list).
 
 Danbooru tag names use underscores ("blonde_hair"); they are read with spaces ("blonde hair"), as in the CSV and
 in the captions that image-generation tools expect.
@@ -27,7 +27,7 @@ def read_tags_csv(path, images_dir=None):
     if not {"file", "tags"} <= set(table.columns):
         raise PipelineError(f"{path} needs the columns file,tags; it has {', '.join(table.columns)}")
     root = Path(images_dir) if images_dir else path.parent
-    return _existing(pd.DataFrame({"path": [str(root / file) for file in table["file"]],
+    return _readable(pd.DataFrame({"path": [str(root / file) for file in table["file"]],
                                    "tags": [split_tags(tags) for tags in table["tags"]]}), path)
 
 
@@ -76,7 +76,7 @@ def read_danbooru_json(path, images_dir):
                 rows.append({"path": str(image), "tags": danbooru_tags(post)})
     if not rows:
         raise PipelineError(f"no image of {path} found under {root}")
-    return pd.DataFrame(rows)
+    return _readable(pd.DataFrame(rows), path)
 
 
 def read_tag_sources(tags_csvs=(), danbooru_jsons=(), images_dirs=()):
@@ -98,11 +98,14 @@ def read_tag_sources(tags_csvs=(), danbooru_jsons=(), images_dirs=()):
     return pd.concat([table.drop_duplicates("file") for table in tables], ignore_index=True)
 
 
-def _existing(table, source):
-    exists = table["path"].map(lambda file: Path(file).exists())
-    if not exists.any():
-        raise PipelineError(f"none of the images listed in {source} exist")
-    return table[exists].reset_index(drop=True)
+def _readable(table, source):
+    """The rows of `table` whose image exists and decodes (the others are printed with their reason)."""
+    from animeml.core.images import drop_unreadable
+
+    table = drop_unreadable(table, "path", f"images listed in {source}")
+    if table.empty:
+        raise PipelineError(f"none of the images listed in {source} can be read")
+    return table
 
 
 def exclusive_groups(tags, y):

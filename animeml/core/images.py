@@ -4,11 +4,12 @@ Images stay in the 0..255 range: each backbone (animeml.core.backbones) rescales
 saved model needs no preprocessing code beside it.
 """
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 
-from animeml.core.imagefile import TF_FORMATS, check_header, corrupt
+from animeml.core.imagefile import TF_FORMATS, ImageUnreadable, check_header, corrupt
 
 AUTOTUNE = tf.data.AUTOTUNE
 CROP_MARGIN = 1.15  # training images are resized this much larger, then randomly cropped back
@@ -55,6 +56,50 @@ def _load_uint8(path, height, width):
 
 
 _file_loaders = {}  # (height, width) -> compiled _load_uint8
+
+
+def unreadable_images(paths):
+    """{position in `paths`: reason} of the files that image_dataset could not read: animeml.core.imagefile's
+    checks of the header, then a full decode by TensorFlow's own decoder, in parallel through tf.data, which drops
+    the files it fails on (read_image then names the reason of each)."""
+    paths = [str(path) for path in paths]
+    reasons = {}
+    for i, path in enumerate(paths):
+        try:
+            check_header(path, formats=TF_FORMATS)
+        except ImageUnreadable as err:
+            reasons[i] = str(err)
+    todo = np.array([i for i in range(len(paths)) if i not in reasons], np.int64)
+    if len(todo):
+        decode = lambda i, path: (i, tf.shape(tf.io.decode_image(tf.io.read_file(path), expand_animations=False)))
+        decoded = (tf.data.Dataset.from_tensor_slices((todo, [paths[i] for i in todo]))
+                   .map(decode, num_parallel_calls=AUTOTUNE).ignore_errors().batch(4096))
+        done = set(np.concatenate([i.numpy() for i, _ in decoded] or [np.zeros(0, np.int64)]).tolist())
+        for i in todo.tolist():
+            if i not in done:
+                try:
+                    read_image(paths[i], 8)
+                    reasons[i] = f"{paths[i]} could not be decoded"
+                except ImageUnreadable as err:
+                    reasons[i] = str(err)
+    return dict(sorted(reasons.items()))
+
+
+def drop_unreadable(table, column, what, shown=5):
+    """`table` (index reset) without the rows whose image file in `column` image_dataset could not read, so that
+    one bad file is left out with its reason instead of stopping a step deep inside TensorFlow. Prints how many
+    `what` (e.g. "posters") were left out and why, on stderr."""
+    reasons = unreadable_images(table[column])
+    if not reasons:
+        return table.reset_index(drop=True)
+    print(f"warning: {len(reasons):,} of {len(table):,} {what} cannot be read and are left out:", file=sys.stderr)
+    for reason in list(reasons.values())[:shown]:
+        print(f"  {reason}", file=sys.stderr)
+    if len(reasons) > shown:
+        print(f"  ... and {len(reasons) - shown} more", file=sys.stderr)
+    keep = np.ones(len(table), bool)
+    keep[list(reasons)] = False
+    return table[keep].reset_index(drop=True)
 
 
 def resize_image(image, image_size):

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from animeml.core import paths, store, trainer
 from animeml.core.feature_cache import backbone_features
-from animeml.core.images import image_dataset
+from animeml.core.images import drop_unreadable, image_dataset
 from animeml.core.io import PipelineError, atomic_path
 from animeml.core.table import read_merged
 from animeml.score.features import (MODEL_INPUTS, encode_metadata, metadata_layout, model_inputs, model_path,
@@ -255,7 +255,7 @@ def scored_poster_rows(merged_csv):
     if not merged_csv.exists():
         raise PipelineError(f"{merged_csv} not found")
     table = read_merged(merged_csv)
-    table = table[table["score"].notna()].reset_index(drop=True)
+    table = drop_unreadable(table[table["score"].notna()], "image_path", "scored posters")
     split = score_split(table["anime_id"])
     if not ((split == "train").any() and (split == "val").any()):
         raise PipelineError(f"{merged_csv}: no scored poster in the train or validation split")

@@ -198,7 +198,7 @@ def word_count(text):
 
 
 def clean_dataset(anime, characters, portraits):
-    """The paper's cleaning: characters without a description or a portrait (`portraits/<character_id>.jpg`) go,
+    """The paper's cleaning: characters without a description or a portrait that decodes (`portraits/<character_id>.jpg`) go,
     then anime without a score, a synopsis of at least 20 words or a main character left. Returns (anime,
     characters with a `portrait` path column, steps): steps lists what each rule left, for the summary."""
     steps = [("anime in the table; main characters fetched", len(anime), len(characters))]
@@ -210,8 +210,10 @@ def clean_dataset(anime, characters, portraits):
     steps.append(("main characters of those anime", characters["anime_id"].nunique(), len(characters)))
     characters = characters[characters["about"].notna()]
     steps.append(("characters with a description", characters["anime_id"].nunique(), len(characters)))
-    files = characters["character_id"].map(lambda c: portraits / f"{c}.jpg")
-    characters = characters[files.map(lambda f: f.is_file())].assign(portrait=files.map(str))
+    from animeml.core.images import drop_unreadable
+
+    characters = characters.assign(portrait=characters["character_id"].map(lambda c: str(portraits / f"{c}.jpg")))
+    characters = drop_unreadable(characters[characters["portrait"].map(os.path.isfile)], "portrait", "portraits")
     steps.append(("characters with a portrait", characters["anime_id"].nunique(), len(characters)))
     anime = anime[anime["anime_id"].isin(characters["anime_id"])].reset_index(drop=True)
     characters = characters.drop_duplicates(["anime_id", "character_id"]).reset_index(drop=True)
