@@ -278,7 +278,7 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
 
     model, history = train()
     cached = sorted((tmp_path / "data" / "cache" / "features").iterdir())
-    assert len(cached) == 2  # the train and the validation posters, once each
+    assert len(cached) == 3  # the train posters, their mirror images and the validation posters, once each
     assert history["phase"].tolist()[:2] == ["start", "frozen"] and "finetune" in history["phase"].tolist()
     store.save_model(model, tmp_path / "vision.h5", {})
     images = image_batch(files, 32)
@@ -286,3 +286,10 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
                        model.predict(images, verbose=0), atol=1e-5)
     train()  # a second model reads the same features back
     assert sorted((tmp_path / "data" / "cache" / "features").iterdir()) == cached
+
+    from animeml.core.feature_cache import backbone_features
+    mirrored = image_batch(files[:8], 32)[:, :, ::-1]
+    expected = build_backbone("efficientnet_lite0", 32).predict(mirrored, verbose=0)
+    flipped = backbone_features("efficientnet_lite0", 32, table["image_path"][:8], flip=True)  # from the cache
+    assert np.allclose(flipped, expected, atol=1e-4)
+    assert not np.allclose(backbone_features("efficientnet_lite0", 32, table["image_path"][:8]), expected, atol=1e-2)

@@ -147,10 +147,8 @@ def lower_features(backbone_name, image_size, parts, train_from):
     (n, h, w, channels) per `(paths, flip)` of `parts`, of the images or, with `flip`, of their mirror images."""
     backbone = build_backbone(backbone_name, image_size=image_size)
     lower = keras.Model(backbone.input, layer_output(backbone, train_from))
-    image = keras.Input(backbone.input.shape[1:])
-    mirrored = keras.Model(image, lower(layers.Lambda(lambda x: ops.flip(x, axis=2))(image)))
-    return [backbone_features(f"{backbone_name}-{train_from}" + ("-flipped" if flip else ""), image_size, paths,
-                              backbone=mirrored if flip else lower) for paths, flip in parts]
+    return [backbone_features(f"{backbone_name}-{train_from}", image_size, paths, backbone=lower, flip=flip)
+            for paths, flip in parts]
 
 
 class HeadCosineSchedule(keras.callbacks.Callback):

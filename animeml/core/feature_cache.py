@@ -23,19 +23,27 @@ def cache_key(backbone_name, image_size, image_paths, weights="imagenet"):
     return digest.hexdigest()[:24]
 
 
-def backbone_features(backbone_name, image_size, image_paths, weights="imagenet", batch_size=64, backbone=None):
+def backbone_features(backbone_name, image_size, image_paths, weights="imagenet", batch_size=64, backbone=None,
+                      flip=False):
     """(n_images, feature dim) float32 pooled features of un-augmented images, from the cache when it has them.
-    `backbone`: an already built backbone of that name and weights (else one is built)."""
+    `backbone`: an already built backbone of that name and weights (else one is built). `flip`: the features of the
+    images' mirror images (left-right), cached apart, as a second view of each training image."""
+    import tensorflow as tf
+
     from animeml.core.backbones import build_backbone
     from animeml.core.images import image_dataset, image_hw
 
     image_paths = [str(path) for path in image_paths]
     size = image_hw(image_size)
-    file = cache_dir() / f"{backbone_name}_{size[0]}x{size[1]}_{cache_key(backbone_name, size, image_paths, weights)}.npy"
+    name = backbone_name + ("-flipped" if flip else "")
+    file = cache_dir() / f"{name}_{size[0]}x{size[1]}_{cache_key(name, size, image_paths, weights)}.npy"
     if file.exists():
         return np.load(file)
     backbone = backbone or build_backbone(backbone_name, size, weights=weights)
-    features = backbone.predict(image_dataset(image_paths, image_size=size, batch_size=batch_size), verbose=0)
+    images = image_dataset(image_paths, image_size=size, batch_size=batch_size)
+    if flip:
+        images = images.map(lambda batch: tf.reverse(batch, axis=[2]))  # (n, height, width, 3): width reversed
+    features = backbone.predict(images, verbose=0)
     features = np.asarray(features, np.float32)
     with atomic_path(file) as tmp:
         with open(tmp, "wb") as handle:

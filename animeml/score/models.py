@@ -269,7 +269,8 @@ def train_poster_model(build, table, split, inputs, image_size, strategy=None, e
     """Train the model `build()` makes (an image input, maybe more `inputs`) on the train posters against the
     validation posters with MSE; returns (model with its best weights, history). With `backbone_name` (the model's
     backbone, ImageNet weights) the frozen phase trains on that backbone's cached features of the un-augmented
-    posters, computed once for every model and run that uses them; the fine-tune phase sees augmented posters."""
+    posters and of their mirror images, computed once for every model and run that uses them; the fine-tune phase
+    sees augmented posters."""
     def data(part, training):
         rows = split == part
         return lambda batch: image_dataset(
@@ -277,18 +278,23 @@ def train_poster_model(build, table, split, inputs, image_size, strategy=None, e
             features={k: v[rows] for k, v in inputs.items()} or None, image_size=image_size, batch_size=batch,
             training=training, cache=True, seed=seed)
 
-    def features(part):
+    def features(part, flips=(False,)):
+        """The backbone's features of the `part` posters, once per view in `flips` (True: mirrored), and the
+        other inputs and scores repeated to match."""
         rows = split == part
-        posters = backbone_features(backbone_name, image_size, table.loc[rows, "image_path"], weights=weights)
-        x = {**{k: v[rows] for k, v in inputs.items()}, "image": posters} if inputs else posters
-        return x, table.loc[rows, "score"].to_numpy(np.float32)
+        posters = np.concatenate([backbone_features(backbone_name, image_size, table.loc[rows, "image_path"],
+                                                    weights=weights, flip=flip) for flip in flips])
+        others = {k: np.concatenate([v[rows]] * len(flips)) for k, v in inputs.items()}
+        return ({**others, "image": posters} if inputs else posters,
+                np.tile(table.loc[rows, "score"].to_numpy(np.float32), len(flips)))
 
     cached = backbone_name is not None and weights == "imagenet" and not from_scratch
     return trainer.fit(build, data("train", True), data("val", False), loss="mse", metrics=["mae"],
                        strategy=strategy, epochs=epochs, finetune_epochs=finetune_epochs,
                        finetune_layers=finetune_layers, learning_rate=learning_rate,
                        finetune_learning_rate=finetune_learning_rate, batch_size=batch_size, patience=patience,
-                       from_scratch=from_scratch, head_data=(features("train"), features("val")) if cached else None,
+                       from_scratch=from_scratch,
+                       head_data=(features("train", (False, True)), features("val")) if cached else None,
                        backup_dir=backup_dir, resume=resume)
 
 
