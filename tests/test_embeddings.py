@@ -109,3 +109,13 @@ def test_minilm_vectors_of_either_precision_agree(monkeypatch):
     assert (cosine > 0.999).all()
     if embeddings.native_bfloat16():  # where bfloat16 ran, it did change the arithmetic
         assert not np.array_equal(vectors["float32"], vectors["auto"])
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", b"\x93NUMPY not really"])
+def test_a_damaged_cache_is_computed_again_with_a_warning(damage, capsys):
+    first = embeddings.embed_texts(TEXTS, model="use")
+    embeddings.cache_path("use").write_bytes(damage)
+    np.testing.assert_allclose(embeddings.embed_texts(TEXTS, model="use"), first, atol=1e-6)
+    assert "is damaged" in capsys.readouterr().err
+    with np.load(embeddings.cache_path("use")) as stored:  # the next write replaced it
+        assert len(stored["keys"]) == 3

@@ -278,3 +278,18 @@ def test_a_portrait_that_does_not_decode_leaves_its_character_out_with_the_reaso
     err = capsys.readouterr().err
     assert "1 of 3 portraits cannot be read" in err and f"{portraits / '2.jpg'} cannot be read" in err
     assert steps.set_index("step").loc["characters with a portrait", "characters"] == 2
+
+
+def test_portrait_features_come_back_from_their_cache_and_a_damaged_cache_is_computed_again(data_dir, tmp_path,
+                                                                                           capsys):
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"{i}.jpg"))
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    first = popularity.portrait_features(files, "efficientnet_lite0", 32)
+    cache, = popularity.popularity_dir().glob("portrait_features_*.npz")
+    cache.write_bytes(cache.read_bytes()[:200])
+    again = popularity.portrait_features(files, "efficientnet_lite0", 32)
+    assert all(np.allclose(first[f], again[f], atol=1e-5) for f in files)
+    assert f"the cache file {cache} is damaged" in capsys.readouterr().err
+    assert len(np.load(cache)["keys"]) == 3

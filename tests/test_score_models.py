@@ -293,3 +293,12 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
     flipped = backbone_features("efficientnet_lite0", 32, table["image_path"][:8], flip=True)  # from the cache
     assert np.allclose(flipped, expected, atol=1e-4)
     assert not np.allclose(backbone_features("efficientnet_lite0", 32, table["image_path"][:8]), expected, atol=1e-2)
+    file, = [f for f in cached if "-flipped" in f.name]
+    for damage in ("cut short", "another list's"):
+        if damage == "cut short":
+            file.write_bytes(file.read_bytes()[:100])
+        else:
+            np.save(file, np.zeros((3, 1280), np.float32))
+        assert np.allclose(backbone_features("efficientnet_lite0", 32, table["image_path"][:8], flip=True), expected,
+                           atol=1e-4)
+        assert np.load(file).shape == expected.shape  # computed again and written back

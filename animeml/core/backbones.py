@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from animeml.core.io import PipelineError, atomic_path
+from animeml.core.io import PipelineError, atomic_path, read_cache
 from animeml.core.trainer_flags import BACKBONES  # noqa: F401  (re-exported: the names of the backbones here)
 
 
@@ -234,15 +234,20 @@ def lite_cache_path(variant):
 def load_lite_weights(model, variant):
     """Copy the variant's ImageNet weights into `model`, converting the PyTorch checkpoint on first use."""
     cache = lite_cache_path(variant)
-    if not cache.exists():
+    arrays = read_cache(cache, _stored_arrays)
+    if arrays is None:
         arrays = convert_lite_checkpoint(lite_pth_path(variant), variant)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-    with np.load(cache) as arrays:
-        for layer in model.layers:
-            if layer.weights:
-                layer.set_weights([arrays[f"{layer.name}/{i}"] for i in range(len(layer.weights))])
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([arrays[f"{layer.name}/{i}"] for i in range(len(layer.weights))])
+
+
+def _stored_arrays(path):
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
 
 
 def convert_lite_checkpoint(pth_path, variant):

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from animeml.core import paths
-from animeml.core.io import PipelineError, atomic_path
+from animeml.core.io import PipelineError, atomic_path, read_cache
 
 DIMS = {"minilm": 384, "use": 512}
 PRECISIONS = ("auto", "float32")  # of ANIMEML_EMBED_PRECISION: bfloat16 where the CPU has it natively, or never
@@ -86,8 +86,10 @@ def _text_key(text):
 
 
 def _read_cache(path):
-    if not path.exists():
-        return {}
+    return read_cache(path, _stored_vectors) or {}
+
+
+def _stored_vectors(path):
     with np.load(path) as stored:
         return dict(zip(stored["keys"].tolist(), stored["vectors"]))
 

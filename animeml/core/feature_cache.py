@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from animeml.core import paths
-from animeml.core.io import atomic_path
+from animeml.core.io import atomic_path, read_cache
 
 
 def cache_dir():
@@ -37,8 +37,9 @@ def backbone_features(backbone_name, image_size, image_paths, weights="imagenet"
     size = image_hw(image_size)
     name = backbone_name + ("-flipped" if flip else "")
     file = cache_dir() / f"{name}_{size[0]}x{size[1]}_{cache_key(name, size, image_paths, weights)}.npy"
-    if file.exists():
-        return np.load(file)
+    cached = read_cache(file, np.load)
+    if cached is not None and cached.shape[:1] == (len(image_paths),):
+        return cached
     backbone = backbone or build_backbone(backbone_name, size, weights=weights)
     images = image_dataset(image_paths, image_size=size, batch_size=batch_size)
     if flip:

@@ -1,14 +1,15 @@
-"""Atomic writes, and the error that reaches a user as one line."""
+"""Atomic writes, cache files read back, and the error that reaches a user as one line."""
 import json
 import os
+import sys
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 
 class PipelineError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
-
 
 
 @contextmanager
@@ -37,3 +38,17 @@ def write_json(data, path):
     """Write indented JSON so that a crash never leaves a half-written file under `path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
+
+
+def read_cache(path, load):
+    """`load(path)` of a cache file, or None when there is none or it is damaged (cut short, or another kind of
+    file, as a copy stopped half-way leaves it): a cache is computed again, never a reason to stop. A damaged one
+    is named in a warning; the caller's next write replaces it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        print(f"warning: the cache file {path} is damaged ({type(err).__name__}); computing it again", file=sys.stderr)
+        return None

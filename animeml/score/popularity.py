@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from animeml.core import paths
 from animeml.core.embeddings import embed_texts
-from animeml.core.io import PipelineError, atomic_path, write_csv
+from animeml.core.io import PipelineError, atomic_path, read_cache, write_csv
 from animeml.core.splits import connected_groups, grouped_split
 
 CHARACTER_COLUMNS = ["anime_id", "character_id", "name", "role", "about", "image_url"]
@@ -364,10 +364,7 @@ def portrait_features(files, backbone, image_size, batch_size=32):
     changed since, in size or time, is computed again)."""
     cache = popularity_dir() / f"portrait_features_{backbone}_{image_size}.npz"
     key_of = {f: f"{f}|{os.stat(f).st_size}|{os.stat(f).st_mtime_ns}" for f in files}
-    stored = {}
-    if cache.exists():
-        with np.load(cache) as data:
-            stored = dict(zip(data["keys"].tolist(), data["features"]))
+    stored = read_cache(cache, _stored_features) or {}
     todo = sorted(f for f in files if key_of[f] not in stored)
     if todo:
         from animeml.core.backbones import build_backbone
@@ -382,6 +379,11 @@ def portrait_features(files, backbone, image_size, batch_size=32):
             with open(tmp, "wb") as handle:
                 np.savez(handle, keys=np.array(list(stored)), features=np.stack(list(stored.values())))
     return {f: stored[key_of[f]] for f in files}
+
+
+def _stored_features(path):
+    with np.load(path) as data:
+        return dict(zip(data["keys"].tolist(), data["features"]))
 
 
 def portrait_pixels(files):
