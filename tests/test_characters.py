@@ -10,6 +10,7 @@ from animeml.characters.classifier import (character_hit_rates, read_face_folder
                                            resolve_train_from)
 from animeml.core.io import PipelineError
 from animeml.core.faces import detect_faces, load_cascade, load_rgb
+from conftest import jpeg_bytes
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "CharacterTagging"
 CHARACTERS = ("ahagon_umiko", "suzukaze_aoba", "yagami_kou")
@@ -25,6 +26,10 @@ def test_face_folders_need_two_characters(tmp_path):
     (tmp_path / "only_one").mkdir()
     (tmp_path / "only_one" / "a.jpg").write_bytes(b"")
     with pytest.raises(PipelineError, match="two character folders"):
+        read_face_folders(tmp_path)
+    (tmp_path / "another").mkdir()  # two folders, but the faces of one do not decode: still one character
+    (tmp_path / "another" / "b.jpg").write_bytes(jpeg_bytes())
+    with pytest.raises(PipelineError, match="two character folders with images that decode"):
         read_face_folders(tmp_path)
 
 

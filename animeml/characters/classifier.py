@@ -54,15 +54,16 @@ def model_path(task, backbone):
 
 
 def read_face_folders(root):
-    """The moeimouto-faces layout `root/<character>/*.png|jpg` as a table of `path, character`."""
+    """The moeimouto-faces layout `root/<character>/*.png|jpg` as a table of `path, character`; faces that do not
+    decode are left out (with their reasons on stderr)."""
     root = Path(root)
     if not root.is_dir():
         raise PipelineError(f"face folder not found: {root}")
     rows = [(str(path), folder.name) for folder in sorted(root.iterdir()) if folder.is_dir()
             for path in list_images(folder)]
-    table = pd.DataFrame(rows, columns=["path", "character"])
+    table = drop_unreadable(pd.DataFrame(rows, columns=["path", "character"]), "path", "faces")
     if table["character"].nunique() < 2:
-        raise PipelineError(f"{root} needs at least two character folders with images")
+        raise PipelineError(f"{root} needs at least two character folders with images that decode")
     return table
 
 
@@ -95,7 +96,7 @@ def face_set(faces_dir, split_csv, split_path, val_share=0.15, test_share=0.2, s
 
     from animeml.core.splits import carve_validation, illustration_groups, load_or_make_split
 
-    table = drop_unreadable(read_face_folders(faces_dir), "path", "faces")
+    table = read_face_folders(faces_dir)
     table["file"] = table["character"] + "/" + table["path"].map(lambda path: Path(path).name)
     table = table.sort_values("file", ignore_index=True)
     table["group"] = illustration_groups(table["file"])
