@@ -70,10 +70,13 @@ def unreadable_images(paths):
         except ImageUnreadable as err:
             reasons[i] = str(err)
     todo = np.array([i for i in range(len(paths)) if i not in reasons], np.int64)
+
+    def decoded_shape(i, path):
+        return i, tf.shape(tf.io.decode_image(tf.io.read_file(path), expand_animations=False))
+
     if len(todo):
-        decode = lambda i, path: (i, tf.shape(tf.io.decode_image(tf.io.read_file(path), expand_animations=False)))
         decoded = (tf.data.Dataset.from_tensor_slices((todo, [paths[i] for i in todo]))
-                   .map(decode, num_parallel_calls=AUTOTUNE).ignore_errors().batch(4096))
+                   .map(decoded_shape, num_parallel_calls=AUTOTUNE).ignore_errors().batch(4096))
         done = set(np.concatenate([i.numpy() for i, _ in decoded] or [np.zeros(0, np.int64)]).tolist())
         for i in todo.tolist():
             if i not in done:
