@@ -99,3 +99,18 @@ def test_text_table_aligns_numbers_right_and_cuts_long_text():
     assert lines[1].startswith("   1 Cowboy Bebop") and lines[1].endswith("8.75")
     assert lines[2].startswith("  10 " + "x" * 17 + "...")
     assert cli.text_table([]) == ""
+
+
+def test_a_folder_or_file_in_the_way_of_an_output_is_one_line_and_leaves_it_alone(tmp_path):
+    from animeml.core.io import write_json
+
+    (tmp_path / "metrics.json").mkdir()
+    (tmp_path / "metrics.json" / "mine.txt").write_text("the user's")
+    with pytest.raises(PipelineError, match=r"metrics.json: a folder of that name is in the way"):
+        write_json({"a": 1}, tmp_path / "metrics.json")
+    assert (tmp_path / "metrics.json" / "mine.txt").read_text() == "the user's"
+    (tmp_path / "reports").write_text("a file, not a folder")
+    with pytest.raises(PipelineError, match=r"cannot write .*reports/score.json"):
+        write_json({"a": 1}, tmp_path / "reports" / "score.json")
+    assert (tmp_path / "reports").read_text() == "a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "reports"]  # no temporary file left

@@ -14,10 +14,16 @@ class PipelineError(Exception):
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds. A folder where the file
+    goes, or a file where one of its folders goes, is a PipelineError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    if path.is_dir():
+        raise PipelineError(f"cannot write {path}: a folder of that name is in the way")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as err:
+        raise PipelineError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     try:
         yield Path(tmp)
