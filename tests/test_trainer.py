@@ -124,6 +124,39 @@ def test_a_model_with_a_nested_head_trains_that_head_on_features():
     assert trained.names[0] == "head" and trained.names[1] != "head"
 
 
+class StepsNoted(keras.callbacks.Callback):
+    """Notes how many training steps each call into TensorFlow runs."""
+
+    def on_train_begin(self, logs=None):
+        self.steps_per_execution = self.model.steps_per_execution
+
+
+class BatchCounter(StepsNoted):
+    """Also acts before each training batch: counts them."""
+    batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
+def test_several_steps_per_call_give_the_same_training_and_a_per_batch_callback_still_sees_every_batch(monkeypatch):
+    settings = dict(loss="mse", epochs=3, batch_size=4, patience=5, from_scratch=True, verbose=0)
+
+    def run(callback):
+        keras.utils.set_random_seed(0)
+        return trainer.fit(tiny_model, lambda b: tiny_data(b, n=40), lambda b: tiny_data(b, n=40),
+                           callbacks=[callback], **settings)[1]
+
+    noted = StepsNoted()
+    several = run(noted)
+    assert noted.steps_per_execution == trainer.STEPS_PER_EXECUTION > 1
+    counter = BatchCounter()
+    one_by_one = run(counter)
+    assert counter.steps_per_execution == 1 and counter.batches == 3 * 10  # 10 batches of 4 in each of 3 epochs
+    np.testing.assert_allclose(several["loss"].dropna(), one_by_one["loss"].dropna(), rtol=1e-4)
+    np.testing.assert_allclose(several["val_loss"], one_by_one["val_loss"], rtol=1e-4)
+
+
 def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
