@@ -139,7 +139,7 @@ class BatchCounter(StepsNoted):
         self.batches += 1
 
 
-def test_several_steps_per_call_give_the_same_training_and_a_per_batch_callback_still_sees_every_batch(monkeypatch):
+def test_several_steps_per_call_give_the_same_training_and_a_per_batch_callback_still_sees_every_batch():
     settings = dict(loss="mse", epochs=3, batch_size=4, patience=5, from_scratch=True, verbose=0)
 
     def run(callback):
