@@ -198,9 +198,10 @@ def word_count(text):
 
 
 def clean_dataset(anime, characters, portraits):
-    """The paper's cleaning: characters without a description or a portrait that decodes (`portraits/<character_id>.jpg`) go,
-    then anime without a score, a synopsis of at least 20 words or a main character left. Returns (anime,
-    characters with a `portrait` path column, steps): steps lists what each rule left, for the summary."""
+    """The paper's cleaning: characters without a description or a portrait that decodes
+    (`portraits/<character_id>.jpg`) go, then anime without a score, a synopsis of at least 20 words or a main
+    character left. Returns (anime, characters with a `portrait` path column, steps): steps lists what each rule
+    left, for the summary."""
     steps = [("anime in the table; main characters fetched", len(anime), len(characters))]
     anime = anime[anime["score"].notna()]
     steps.append(("anime with a score", len(anime), None))
