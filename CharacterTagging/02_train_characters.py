@@ -5,7 +5,10 @@ The split comes from `--split CSV` (`file, character, split` with train/test, fi
 or is made once and kept (stratified by character). Either way crops of one illustration (`<hash>-<n>.jpg`) stay
 on one side, and the validation part is carved from train the same way. Faces train at their own size.
 `--held-out A B ...` leaves those characters out of training and reports how often their test faces are wrongly
-named at the `unknown` threshold chosen on validation faces, next to the accuracy on the others.
+named at the `unknown` threshold chosen on validation faces, next to the accuracy on the others. The threshold keeps
+--keep-known of the correctly named validation faces named, or with `--unknown-named RATE` it is chosen so that about
+RATE of the faces of characters a model never saw get a name: --calibration-folds more models are trained, each
+without some of the known characters, and their validation faces of those characters set the rule.
 `--outliers DIR ...` adds faces of other characters (e.g. ../shared/data/tags/images), trained towards a uniform
 answer (outlier exposure), so faces the model does not know get a low confidence; a --val-share of them is kept
 apart to report how many such faces the threshold still names.
@@ -44,6 +47,8 @@ SETTINGS = dict(
     outliers=[],
     outlier_weight=0.5,
     keep_known=0.95,
+    unknown_named=None,  # a target share of unseen faces named; replaces keep_known (calibration_folds more models)
+    calibration_folds=4,
     balanced=False,  # on ../shared's 8 characters it tripled the best validation loss
     seed=42,
 )
@@ -92,6 +97,11 @@ def main(argv=None):
                         help="weight of the outliers' loss (cross-entropy to the uniform answer)")
     parser.add_argument("--keep-known", type=cli.probability, default=SETTINGS["keep_known"],
                         help="the unknown threshold keeps this share of correctly named validation faces named")
+    parser.add_argument("--unknown-named", type=cli.probability, default=SETTINGS["unknown_named"], metavar="RATE",
+                        help="instead of --keep-known: the threshold under which about RATE of the validation faces "
+                        "of characters left out of calibration models still get a name")
+    parser.add_argument("--calibration-folds", type=cli.positive_int, default=SETTINGS["calibration_folds"],
+                        help="with --unknown-named: models trained, each without one part of the known characters")
     parser.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=SETTINGS["balanced"],
                         help="weight the loss so that rare characters count as much as frequent ones (off by default: "
                         "on ../shared's 8 characters it tripled the best validation loss)")
@@ -104,7 +114,8 @@ def main(argv=None):
     from animeml.characters.classifier import (average_models, balanced_class_weights, class_report,
                                                face_set, nearest_neighbour_scores, plot_confusion, predict_images,
                                                resolve_train_from, scores_with_intervals, train_classifier)
-    from animeml.characters.openset import choose_threshold, open_set_curve, open_set_report
+    from animeml.characters.openset import (character_folds, choose_threshold, keep_for_unknown_rate,
+                                            open_set_curve, open_set_report)
     from animeml.core import store, trainer
     from animeml.core.faces import list_images
     from animeml.core.feature_cache import backbone_features
@@ -148,6 +159,11 @@ def main(argv=None):
         print(f"outlier faces: train {len(train_outliers)}, validation {len(val_outliers)}")
 
     (_, train_y), (val_paths, val_y), (test_paths, test_y) = part["train"], part["val"], part["test"]
+    if args.unknown_named is not None:
+        try:
+            calibration = character_folds(len(names), args.calibration_folds, args.seed)
+        except ValueError as error:
+            raise PipelineError(f"--calibration-folds: {error}") from None
     majority = np.eye(len(names))[np.bincount(train_y, minlength=len(names)).argmax()]
     rows = [{"model": "majority class", **scores_with_intervals(test_y, np.tile(majority, (len(test_y), 1)))}]
     for backbone in args.baseline_backbones:
@@ -156,36 +172,54 @@ def main(argv=None):
         rows.append({"model": f"nearest neighbour ({backbone} frozen)", **scores_with_intervals(test_y, scores)})
         print(rows[-1])
 
-    class_weight = balanced_class_weights(train_y, len(names)) if args.balanced else None
+    def train(backbone, train, val, n_classes, seed, backup_dir):
+        trainer.set_seed(seed, args.deterministic)
+        class_weight = balanced_class_weights(train[1], n_classes) if args.balanced else None
+        model, _ = train_classifier(
+            backbone, n_classes, train, val, image_size, multi_label=False, strategy=strategy,
+            epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
+            learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
+            batch_size=args.batch_size, patience=args.patience, class_weight=class_weight, seed=seed,
+            backup_dir=backup_dir, resume=args.resume, train_from=resolve_train_from(backbone, args.train_from),
+            outliers=train_outliers, outlier_weight=args.outlier_weight)
+        return model
+
+    def calibrated_keep(backbone, path):
+        """The --keep-known rule that names about --unknown-named of unseen faces, from one model per calibration
+        fold, trained without that fold's characters and scored on validation faces of all (keep_for_unknown_rate)."""
+        folds = []
+        for fold, left_out in enumerate(calibration):
+            known = ~np.isin(np.arange(len(names)), left_out)
+            new_id = np.cumsum(known) - 1
+            train_part, val_part = ((paths[known[y]], new_id[y[known[y]]]) for paths, y in (part["train"], part["val"]))
+            print(f"calibration model {fold + 1}/{len(calibration)}, without " +
+                  ", ".join(names[i] for i in left_out))
+            model = train(backbone, train_part, val_part, int(known.sum()), args.seed,
+                          path.with_suffix(f".calibration{fold}"))
+            folds.append((predict_images(model, list(val_part[0]), image_size, flip=True), val_part[1],
+                          predict_images(model, list(val_paths[~known[val_y]]), image_size, flip=True)))
+        return keep_for_unknown_rate(folds, args.unknown_named)
+
     open_rows = []
     for backbone in args.backbones:
-        train_from = resolve_train_from(backbone, args.train_from)
         path = store.model_file(name, backbone)
-        members = []
-        for member in range(args.members):
-            seed = args.seed + member
-            trainer.set_seed(seed, args.deterministic)
-            model, _ = train_classifier(
-                backbone, len(names), part["train"], part["val"], image_size, multi_label=False, strategy=strategy,
-                epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
-                learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
-                batch_size=args.batch_size, patience=args.patience, class_weight=class_weight, seed=seed,
-                backup_dir=path.with_suffix(f".backup{member or ''}"), resume=args.resume, train_from=train_from,
-                outliers=train_outliers, outlier_weight=args.outlier_weight)
-            members.append(model)
+        members = [train(backbone, part["train"], part["val"], len(names), args.seed + member,
+                         path.with_suffix(f".backup{member or ''}")) for member in range(args.members)]
         model = average_models(members, f"{backbone}_ensemble") if len(members) > 1 else members[0]
         val_probabilities, probabilities = (predict_images(model, list(paths), image_size, flip=True)
                                             for paths in (val_paths, test_paths))
         row = {"model": backbone, **scores_with_intervals(test_y, probabilities)}
-        threshold = choose_threshold(val_probabilities, val_y, args.keep_known)
+        keep_known = args.keep_known if args.unknown_named is None else calibrated_keep(backbone, path)
+        threshold = choose_threshold(val_probabilities, val_y, keep_known)
         outliers_named = {}
         if len(val_outliers):
             outlier_confidence = predict_images(model, list(val_outliers), image_size, flip=True).max(axis=1)
             outliers_named = {"val_outliers_named": float(np.mean(outlier_confidence >= threshold))}
         if args.held_out:
             unknown = predict_images(model, list(unknown_paths), image_size, flip=True)
-            open_rows.append({"model": backbone, **open_set_report(probabilities, test_y, unknown, threshold),
-                              **outliers_named})
+            open_rows.append({"model": backbone, "keep_known": keep_known,
+                              **({} if args.unknown_named is None else {"unknown_named_target": args.unknown_named}),
+                              **open_set_report(probabilities, test_y, unknown, threshold), **outliers_named})
             write_csv(pd.DataFrame(open_rows[-1:]), out / f"openset_{backbone}.csv")
             print(open_rows[-1])
             curve = open_set_curve(val_probabilities, val_y, probabilities, test_y, unknown)
@@ -205,14 +239,15 @@ def main(argv=None):
                        f"{backbone}: test top-1 {row['top1']:.3f}")
         metrics = {key: row[key] for key in ("top1", "top5", "macro_f1")}
         save_sidecar = {"task": "characters", "labels": names, "backbone": backbone, "image_size": image_size,
-                        "unknown_threshold": threshold, "test_accuracy": row["top1"], **outliers_named,
+                        "unknown_threshold": threshold, "keep_known": keep_known, "test_accuracy": row["top1"],
+                        **outliers_named,
                         **({"held_out": args.held_out} if args.held_out else {})}
         store.save_model(model, path, save_sidecar, run=record.as_dict(metrics))
         print(per_character.round(3).to_string(index=False))
         val_top1 = float(np.mean(val_probabilities.argmax(axis=1) == val_y))
         print(f"{backbone}: validation top-1 {val_top1:.4f}; test " +
               ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()) +
-              f"; unknown below confidence {threshold:.3f}" +
+              f"; unknown below confidence {threshold:.3f} (keeps {keep_known:.3f} of the right validation names)" +
               (f", {outliers_named['val_outliers_named']:.3f} of validation outliers named" if outliers_named else ""))
 
     # Models trained in earlier runs on the same split keep their rows.

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from animeml.characters.classifier import classification_scores, face_set, nearest_neighbour_scores
-from animeml.characters.openset import (UNKNOWN, choose_threshold, name_or_unknown, open_set_curve,
-                                        open_set_report)
+from animeml.characters.openset import (UNKNOWN, character_folds, choose_threshold, keep_for_unknown_rate,
+                                        name_or_unknown, open_set_curve, open_set_report)
 from animeml.core.io import PipelineError
 from animeml.core.splits import carve_validation, illustration_groups
 
@@ -119,6 +119,30 @@ def test_a_stricter_validation_rule_names_fewer_strangers_and_fewer_known_faces(
     # the same numbers as the single report at that threshold
     single = open_set_report(known, known.argmax(axis=1), unknown, loosest["threshold"], n_boot=50)
     assert loosest["unknown_named"] == single["unknown_named"] and loosest["known_accuracy"] == single["known_accuracy"]
+
+
+def test_rule_calibrated_on_left_out_characters_names_the_asked_share_of_unseen_faces():
+    rng = np.random.default_rng(0)
+
+    def fold(n=1500):  # right answers are confident, unseen faces less so, with overlap
+        known = rng.dirichlet([8, 1, 1], n)
+        unseen = rng.dirichlet([2, 1, 1], n)
+        return known, known.argmax(axis=1), unseen
+
+    folds = [fold(), fold()]
+    keeps = [keep_for_unknown_rate(folds, rate) for rate in (0.05, 0.1, 0.3)]
+    assert keeps == sorted(keeps) and 0 < keeps[0] < keeps[-1] < 1  # a lower target refuses more known faces
+    known, y, unseen = fold(20000)  # a model like the calibration ones: its unseen faces get named at about the rate
+    for rate, keep in zip((0.05, 0.1, 0.3), keeps):
+        assert np.mean(unseen.max(axis=1) >= choose_threshold(known, y, keep)) == pytest.approx(rate, abs=0.02)
+    with pytest.raises(ValueError, match="no calibration fold"):
+        keep_for_unknown_rate([(known, (y + 1) % 3, unseen)], 0.1)
+
+    parts = character_folds(10, 4, seed=1)
+    assert sorted(np.concatenate(parts)) == list(range(10)) and sorted(map(len, parts)) == [2, 2, 3, 3]
+    assert [list(p) for p in character_folds(10, 4, seed=1)] == [list(p) for p in parts]
+    with pytest.raises(ValueError, match="fewer than two"):
+        character_folds(3, 2)  # one fold of 2 leaves 1 character
 
 
 def test_scores_and_nearest_neighbour_baseline():
@@ -295,6 +319,41 @@ def test_step_02_trains_with_outlier_faces_and_reports_how_many_validation_outli
     with pytest.raises(PipelineError, match="no images in --outliers"):
         module.main(["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones",
                      "--outliers", str(tmp_path / "empty")])
+
+
+def test_step_02_calibrates_the_unknown_threshold_on_characters_left_out_of_extra_models(tmp_path, monkeypatch,
+                                                                                         capsys):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    faces = make_faces(tmp_path / "set", per_character=12)
+    for character in ("violet", "yellow"):  # five known characters: three folds of 1-2 each leave at least three
+        (faces / character).mkdir()
+        for i, source in enumerate(sorted((faces / "aqua").glob("*.png"))):
+            pixels = np.asarray(Image.open(source))[:, :, ::-1] if character == "violet" else \
+                255 - np.asarray(Image.open(source))
+            Image.fromarray(np.ascontiguousarray(pixels)).save(faces / character / source.name)
+    from importlib import util
+
+    spec = util.spec_from_file_location("train_characters", SCRIPTS / "02_train_characters.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    common = ["--faces-dir", str(faces), "--backbones", "small_cnn", "--baseline-backbones", "--head-epochs", "2",
+              "--held-out", "red", "--val-share", "0.3"]
+    with pytest.raises(PipelineError, match="--calibration-folds: 6 calibration folds of 5 characters"):
+        module.main(common + ["--unknown-named", "0.1", "--calibration-folds", "6"])
+    assert not (tmp_path / "data" / "models").exists()  # refused before any training
+
+    module.main(common + ["--unknown-named", "0.1", "--calibration-folds", "3"])
+    out = capsys.readouterr().out
+    assert "calibration model 3/3, without" in out
+    openset = pd.read_csv(tmp_path / "data" / "set_held_out" / "openset_small_cnn.csv").iloc[0]
+    assert openset["unknown_named_target"] == 0.1 and 0 <= openset["keep_known"] <= 1
+    sidecar = json.loads((tmp_path / "data" / "models" / "set_held_out_small_cnn.json").read_text())
+    assert sidecar["keep_known"] == openset["keep_known"] and sidecar["unknown_threshold"] == openset["threshold"]
+    assert sorted(p.name for p in (tmp_path / "data" / "models").iterdir()) == ["set_held_out_small_cnn.h5",
+                                                                                 "set_held_out_small_cnn.json"]
+    from animeml.report.results import character_rows
+    row = next(row for row in character_rows(tmp_path / "data") if "`set_held_out`" in row[0])
+    assert f"`--unknown-named 0.1`: the threshold keeps {openset['keep_known']:.2f}" in row[1]
 
 
 def test_step_02_members_are_averaged_in_the_saved_model(tmp_path, monkeypatch):

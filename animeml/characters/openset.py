@@ -6,6 +6,11 @@ that still keeps `keep` of their correctly named faces named. `open_set_report` 
 accuracy on the known characters (an `unknown` answer counts as wrong) next to how often faces of characters the
 model never saw are wrongly given a name; `open_set_curve` does so for several validation rules, which shows what a
 stricter threshold costs the known characters.
+
+`keep_for_unknown_rate` chooses the rule from a target instead: models trained with some known characters left out
+(calibration folds) show where faces of characters a model never saw fall among the confidences of the faces it
+names right, and the rule is the one under which about `rate` of them would still get a name. This is open-set
+validation with held-out classes: no test face and no face of the characters held out for the report is used.
 """
 import numpy as np
 import pandas as pd
@@ -22,6 +27,32 @@ def choose_threshold(probabilities, y_true, keep=0.95):
     if not right.any():
         return 0.0
     return float(np.quantile(probabilities.max(axis=1)[right], 1 - keep, method="lower"))
+
+
+def character_folds(n_characters, folds, seed=0):
+    """`folds` disjoint arrays of character ids (a seeded shuffle of 0..n-1, cut into near-equal parts): each is
+    left out of one calibration model, which must still know at least two characters."""
+    if not 2 <= folds <= n_characters or n_characters - -(-n_characters // folds) < 2:
+        raise ValueError(f"{folds} calibration folds of {n_characters} characters leave a model fewer than two "
+                         "characters to learn")
+    return np.array_split(np.random.default_rng(seed).permutation(n_characters), folds)
+
+
+def keep_for_unknown_rate(folds, rate):
+    """The validation rule `keep` (as choose_threshold takes it) under which about `rate` of the faces of unseen
+    characters get a name. `folds`: one `(probabilities, y_true, unseen_probabilities)` per calibration model, on
+    validation faces of the characters it knows and of those it was trained without. Each unseen face is placed
+    among its model's correctly named faces (the share of them at or below its confidence); pooled over the folds,
+    the rule keeps named the correct faces above the (1 - rate) quantile of those places."""
+    places = []
+    for probabilities, y_true, unseen in folds:
+        probabilities = np.asarray(probabilities)
+        right = np.sort(probabilities.max(axis=1)[probabilities.argmax(axis=1) == np.asarray(y_true)])
+        if len(right):
+            places.append(np.searchsorted(right, np.asarray(unseen).max(axis=1), side="right") / len(right))
+    if not places or not sum(map(len, places)):
+        raise ValueError("no calibration fold has both a correctly named face and a face of an unseen character")
+    return float(np.clip(1 - np.quantile(np.concatenate(places), 1 - rate), 0.0, 1.0))
 
 
 def name_or_unknown(probabilities, names, threshold):

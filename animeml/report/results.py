@@ -103,6 +103,10 @@ def character_rows(data_dir):
                 unseen = pd.read_csv(openset).iloc[-1]
                 result += (f"; {int(unseen['unknown_faces'])} faces of unseen characters named "
                            f"{interval(unseen, 'unknown_named')}")
+                if pd.notna(unseen.get("unknown_named_target")):
+                    result += (f" (`--unknown-named {unseen['unknown_named_target']:g}`: the threshold keeps "
+                               f"{unseen['keep_known']:.2f} of the right validation names; known accuracy "
+                               f"{interval(unseen, 'known_accuracy')})")
                 targets = [TARGETS["characters"], TARGETS["openset"]]
             curve = folder / f"openset_curve_{r['model']}.csv"
             if curve.is_file():
