@@ -196,9 +196,9 @@ def why_run(step, args, state):
         return "forced"
     if step.always:
         return "it reads every step's outputs"
-    missing = [p for p in step.outputs() if not p.exists()]
-    if missing:
-        return f"{missing[0]} is missing"
+    missing = [p for p in step.outputs() if not p.is_file()]
+    if missing:  # a folder of an output's name is not the output: the step runs and says what is in the way
+        return f"{missing[0]} is {'not a file' if missing[0].exists() else 'missing'}"
     last = state.get(step.name)
     if last is None:
         return None

@@ -72,3 +72,17 @@ def test_version_and_outputs_made_outside_the_runner(tmp_path):
                              "--metadata-csv", str(tmp_path / "absent.csv")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "made outside the runner" in result.stdout
+
+
+def test_a_folder_named_like_an_output_is_not_taken_for_it(shared, tmp_path):
+    table, posters = small_data(shared, tmp_path, n=2)
+    data = tmp_path / "data"
+    (data / "raw" / "anime.csv").mkdir(parents=True)
+    (data / "raw" / "anime.csv" / "mine.txt").write_text("the user's")
+    result = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "--data-dir", str(data), "--only", "01",
+                             "--metadata-csv", str(table), "--posters-dir", str(posters)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"run score/01_fetch_metadata ({data / 'raw' / 'anime.csv'} is not a file)" in result.stdout
+    assert "anime.csv is a folder" in result.stderr and "Traceback" not in result.stderr
+    assert (data / "raw" / "anime.csv" / "mine.txt").read_text() == "the user's"
