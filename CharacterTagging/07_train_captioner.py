@@ -75,9 +75,11 @@ def main(argv=None):
     from animeml.characters import captioner
     from animeml.characters.caption_metrics import caption_scores
     from animeml.characters.captions import split_path
+    from animeml.core import trainer
     from animeml.core.runs import RunRecord
     from animeml.core.store import save_model
 
+    trainer.keep_malloc_thresholds()  # its caption input is a generator dataset
     keras.utils.set_random_seed(args.seed)
     record = RunRecord("characters/07_train_captioner", cli.settings_of(args), inputs={"captions": source})
     vocabulary = captioner.build_vocabulary(parts["train"].captions)

@@ -200,3 +200,32 @@ def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
         assert keras.mixed_precision.global_policy().name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_blocks_freed_after_tensorflow_makes_a_generator_dataset_are_reused_not_mapped_again():
+    # TensorFlow's first generator dataset sets glibc's M_TRIM_THRESHOLD, after which each freed 1 MB block is
+    # unmapped and the next one faulted in page by page; keep_malloc_thresholds restores reuse. Fresh processes,
+    # since TensorFlow does it once per process.
+    count = """
+import resource, sys
+import numpy as np
+import tensorflow as tf
+from animeml.core import trainer
+if sys.argv[1] == "fixed":
+    trainer.keep_malloc_thresholds()
+else:
+    list(tf.data.Dataset.from_generator(lambda: iter([0]), output_signature=tf.TensorSpec((), tf.int32)))
+np.ones(1 << 20, np.uint8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(200):
+    np.ones(1 << 20, np.uint8)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {}
+    for how in ("patched", "fixed"):
+        result = subprocess.run([sys.executable, "-c", count, how], capture_output=True, text=True, timeout=120,
+                                cwd=paths.ROOT)
+        assert result.returncode == 0, result.stderr
+        faults[how] = int(result.stdout.split()[-1])
+    assert faults["patched"] > 200 * 100  # every 1 MB block faulted in again (256 pages each)
+    assert faults["fixed"] < faults["patched"] / 20
