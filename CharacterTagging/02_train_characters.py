@@ -198,7 +198,10 @@ def main(argv=None):
                           path.with_suffix(f".calibration{fold}"))
             folds.append((predict_images(model, list(val_part[0]), image_size, flip=True), val_part[1],
                           predict_images(model, list(val_paths[~known[val_y]]), image_size, flip=True)))
-        return keep_for_unknown_rate(folds, args.unknown_named)
+        try:
+            return keep_for_unknown_rate(folds, args.unknown_named)
+        except ValueError as error:  # e.g. the left-out characters have no validation faces
+            raise PipelineError(f"--unknown-named: {error}") from None
 
     open_rows = []
     for backbone in args.backbones:
