@@ -19,6 +19,7 @@ from pathlib import Path
 
 from animeml.core import cli, paths
 from animeml.core.io import PipelineError
+from animeml.core.trainer_flags import add_training_flags
 
 SETTINGS = dict(inputs="synopsis,descriptions,portraits", backbone="efficientnet_lite0", image_size=224,
                 embedding_model="minilm", epochs=100, batch_size=64, learning_rate=1e-3, patience=10, hidden=256,
@@ -81,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--test", type=cli.probability, default=SETTINGS["test"],
                         help="share of anime in test (split made once)")
     parser.add_argument("--split-seed", type=int, default=SETTINGS["split_seed"], help="seed of the cluster split")
-    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seed of the network and its training")
+    add_training_flags(parser, seed=SETTINGS["seed"], resume=False)
     args = cli.parse(parser, argv)
     if args.baseline and args.table_11:
         raise PipelineError("give --baseline or --table-11, not both")
@@ -99,11 +100,13 @@ def main(argv=None):
     import torch  # noqa: F401  before TensorFlow: the other order can segfault (animeml.core.embeddings)
     import keras
 
+    from animeml.core import trainer
     from animeml.core.runs import RunRecord
     from animeml.core.store import save_model
     from animeml.core.table import read_anime_table
 
-    keras.utils.set_random_seed(args.seed)  # a from-scratch portrait backbone (small_cnn) starts the same each run
+    # seeded here so that a from-scratch portrait backbone (small_cnn) starts the same each run
+    strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)
     anime, characters, _ = popularity.clean_dataset(read_anime_table(args.anime_csv),
                                                     popularity.read_characters_csv(characters_csv), portraits)
     split = popularity.load_or_make_split(popularity.split_path(), anime["anime_id"], characters,
@@ -134,13 +137,10 @@ def main(argv=None):
                            inputs={"anime": args.anime_csv, "characters": characters_csv,
                                    "split": popularity.split_path()})
         keras.utils.set_random_seed(args.seed)
-        model = popularity.build_model({k: v.shape[1] for k, v in inputs.items()}, float(target[train].mean()),
-                                       hidden=args.hidden, dropout=args.dropout, name=f"popularity_{name}")
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="mse")
-        stop = keras.callbacks.EarlyStopping(patience=args.patience, restore_best_weights=True)
-        history = model.fit({k: v[train] for k, v in inputs.items()}, target[train], batch_size=args.batch_size,
-                            epochs=args.epochs, callbacks=[stop], verbose=0, shuffle=True,
-                            validation_data=({k: v[val] for k, v in inputs.items()}, target[val]))
+        model, history = popularity.train_model(inputs, target, train, val, strategy, hidden=args.hidden,
+                                                dropout=args.dropout, learning_rate=args.learning_rate,
+                                                batch_size=args.batch_size, epochs=args.epochs,
+                                                patience=args.patience, name=f"popularity_{name}")
         val_mse = float(min(history.history["val_loss"]))
         features_file = popularity.features_path(name)
         popularity.save_features(features_file, anime["anime_id"], scores, split, inputs)

@@ -9,6 +9,7 @@ record) and a run record in data/runs/.
 from pathlib import Path
 
 from animeml.core import cli
+from animeml.core.trainer_flags import add_training_flags
 
 SETTINGS = dict(
     backbone="efficientnet_lite0",
@@ -48,12 +49,13 @@ def main(argv=None):
                         help="width of the decoder's feed-forward layer")
     parser.add_argument("--heads", type=cli.positive_int, default=SETTINGS["heads"], help="attention heads")
     parser.add_argument("--epochs", type=cli.positive_int, default=SETTINGS["epochs"], help="epochs at most")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"], help="images per batch")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=SETTINGS["batch_size"],
+                        help="images per batch and device")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=SETTINGS["learning_rate"],
                         help="AdamW learning rate")
     parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
                         help="stop after this many epochs without a better validation loss")
-    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seed of the split and the training")
+    add_training_flags(parser, seed=SETTINGS["seed"], resume=False)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     args = cli.parse(parser, argv)
 
@@ -70,8 +72,6 @@ def main(argv=None):
                             f"--data")
     parts = load_caption_splits(source, seed=args.seed)
 
-    import keras
-
     from animeml.characters import captioner
     from animeml.characters.caption_metrics import caption_scores
     from animeml.characters.captions import split_path
@@ -79,24 +79,16 @@ def main(argv=None):
     from animeml.core.runs import RunRecord
     from animeml.core.store import save_model
 
-    trainer.keep_malloc_thresholds()  # its caption input is a generator dataset
-    keras.utils.set_random_seed(args.seed)
+    strategy = trainer.start(args.seed, args.deterministic, args.strategy, args.mixed_precision)
     record = RunRecord("characters/07_train_captioner", cli.settings_of(args), inputs={"captions": source})
     vocabulary = captioner.build_vocabulary(parts["train"].captions)
-    pretrained = args.backbone != "small_cnn"
-    model = captioner.build_captioner(args.backbone, args.image_size, len(vocabulary), args.sequence_length,
-                                      args.embed_dim, args.ff_dim, args.heads, pretrained=pretrained,
-                                      freeze_backbone=not args.fine_tune)
-    captioner.compile_captioner(model, args.learning_rate)
-    datasets = {name: captioner.caption_dataset(
-        parts[name], captioner.encode_captions(parts[name].captions, vocabulary, args.sequence_length),
-        args.image_size, args.batch_size, training=name == "train", seed=args.seed) for name in ("train", "val")}
-    has_val = len(parts["val"]) > 0
-    stop = keras.callbacks.EarlyStopping("val_loss" if has_val else "loss", patience=args.patience,
-                                         restore_best_weights=True)
-    history = model.fit(datasets["train"], validation_data=datasets["val"] if has_val else None,
-                        epochs=args.epochs, callbacks=[stop], shuffle=False, verbose=2)
+    model, history = captioner.train_captioner(
+        parts, vocabulary, strategy, backbone=args.backbone, image_size=args.image_size,
+        sequence_length=args.sequence_length, embed_dim=args.embed_dim, ff_dim=args.ff_dim, heads=args.heads,
+        fine_tune=args.fine_tune, learning_rate=args.learning_rate, batch_size=args.batch_size, epochs=args.epochs,
+        patience=args.patience, seed=args.seed)
 
+    has_val = len(parts["val"]) > 0
     check = parts["val"] if has_val else parts["train"]
     predicted = captioner.caption_images(model, vocabulary, check.image_bytes, len(check), args.image_size,
                                          args.batch_size, desc="captioning validation")

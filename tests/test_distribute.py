@@ -1,5 +1,6 @@
 """tf.distribute on a CPU: MirroredStrategy over two logical CPU devices trains a tiny model of each task (score,
-genres, characters, tags) through the shared trainer, and each saved model predicts what the in-memory one does.
+genres, characters, tags through the shared trainer; popularity and the captioner through their own fits), and each
+saved model predicts what the in-memory one does.
 Logical devices must be set before TensorFlow initialises, so the training runs in a fresh subprocess."""
 import subprocess
 import sys
@@ -17,11 +18,13 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from animeml import genres
-from animeml.characters import classifier
+from animeml.characters import captioner, classifier
+from animeml.characters.captions import CaptionSet
 from animeml.core import store, trainer
 from animeml.core.backbones import build_backbone
 from animeml.core.images import image_batch
 from animeml.score import models as score
+from animeml.score import popularity
 
 root = sys.argv[1]
 rng = np.random.default_rng(0)
@@ -38,11 +41,11 @@ assert strategy.num_replicas_in_sync == 2, strategy.extended.worker_devices
 print(trainer.describe(strategy, False))
 steps = dict(epochs=1, finetune_epochs=1, finetune_layers=3, batch_size=4, patience=2, strategy=strategy)
 
-def check(task, model, path, sidecar=None):
-    store.save_model(model, path, sidecar or {})
+def check(task, model, path, inputs=None):
+    store.save_model(model, path, {})
     loaded, _ = store.load_model(path)
-    images = image_batch(files[val], 16)
-    gap = float(np.abs(loaded.predict(images, verbose=0) - model.predict(images, verbose=0)).max())
+    inputs = image_batch(files[val], 16) if inputs is None else inputs
+    gap = float(np.abs(loaded.predict(inputs, verbose=0) - model.predict(inputs, verbose=0)).max())
     print(f"{task} max gap {gap:.2e}")
     assert gap < 1e-5, (task, gap)
 
@@ -65,7 +68,21 @@ tags = np.stack([bright, 1 - bright, np.ones(16)], axis=1).astype(np.float32)
 model, _ = classifier.train_classifier("small_cnn", 3, (files[train], tags[train]), (files[val], tags[val]), 16,
                                        multi_label=True, **steps)
 check("tags", model, f"{root}/tags.h5")
-print("all four tasks trained on 2 replicas")
+
+features = {"synopsis": rng.normal(size=(16, 8)).astype(np.float32), "portraits": image_batch(files, 4).reshape(16, -1).astype(np.float32) / 255}
+model, _ = popularity.train_model(features, bright.astype(float), train, val, strategy, hidden=8, epochs=2,
+                                  batch_size=4, patience=2)
+check("popularity", model, f"{root}/popularity.h5", {k: v[val] for k, v in features.items()})
+
+captions = ["a bright face" if b else "a dark face" for b in bright]
+faces = CaptionSet(root, "csv", files, captions, lambda i: open(files[i], "rb").read())
+parts = {"train": faces.subset(np.flatnonzero(train)), "val": faces.subset(np.flatnonzero(val))}
+vocabulary = captioner.build_vocabulary(captions)
+model, _ = captioner.train_captioner(parts, vocabulary, strategy, backbone="small_cnn", image_size=16,
+                                     sequence_length=5, embed_dim=8, ff_dim=8, heads=1, batch_size=4, epochs=1)
+tokens = captioner.encode_captions(captions, vocabulary, 5)[:, :-1]
+check("captioner", model, f"{root}/captioner.h5", {"image": image_batch(files, 16), "tokens": tokens})
+print("all six tasks trained on 2 replicas")
 '''
 
 
@@ -75,6 +92,6 @@ def test_mirrored_strategy_over_two_cpu_devices_trains_every_task(tmp_path):
                                                        "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 device(s)" in done.stdout and "MirroredStrategy" in done.stdout
-    for task in ("score", "genres", "characters", "tags"):
+    for task in ("score", "genres", "characters", "tags", "popularity", "captioner"):
         assert f"{task} max gap" in done.stdout
-    assert "all four tasks trained on 2 replicas" in done.stdout
+    assert "all six tasks trained on 2 replicas" in done.stdout

@@ -97,7 +97,7 @@ def build_captioner(backbone_name, image_size, vocab_size, sequence_length, embe
     hidden = layers.Dense(ff_dim, activation="relu", name="ffn_in")(x)
     hidden = layers.Dropout(dropout, name="ffn_dropout")(layers.Dense(embed_dim, name="ffn_out")(hidden))
     x = layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")(layers.Add(name="ffn_residual")([x, hidden]))
-    logits = layers.Dense(vocab_size, name="logits")(layers.Dropout(0.3, name="logits_dropout")(x))
+    logits = layers.Dense(vocab_size, name="logits", dtype="float32")(layers.Dropout(0.3, name="logits_dropout")(x))
     caption_decoder = keras.Model([features, tokens], logits, name="caption_decoder")
 
     image_in = keras.Input((image_size, image_size, 3), name="image")
@@ -109,6 +109,30 @@ def build_captioner(backbone_name, image_size, vocab_size, sequence_length, embe
 def compile_captioner(model, learning_rate):
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
+
+
+def train_captioner(parts, vocabulary, strategy, backbone="efficientnet_lite0", image_size=96, sequence_length=16,
+                    embed_dim=256, ff_dim=512, heads=2, fine_tune=False, learning_rate=3e-4, batch_size=64,
+                    epochs=10, patience=3, seed=0):
+    """A captioner built and trained in `strategy`'s scope on `parts["train"]` (a CaptionSet), early stopping on
+    `parts["val"]` (or on the training loss where validation is empty) with the best weights kept; `batch_size`
+    per device. An ImageNet backbone stays frozen unless `fine_tune` (small_cnn always trains).
+    Returns (model, Keras history)."""
+    pretrained = backbone != "small_cnn"
+    with strategy.scope():
+        model = build_captioner(backbone, image_size, len(vocabulary), sequence_length, embed_dim, ff_dim, heads,
+                                pretrained=pretrained, freeze_backbone=not fine_tune)
+        compile_captioner(model, learning_rate)
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    datasets = {name: caption_dataset(parts[name], encode_captions(parts[name].captions, vocabulary, sequence_length),
+                                      image_size, global_batch, training=name == "train", seed=seed)
+                for name in ("train", "val")}
+    has_val = len(parts["val"]) > 0
+    stop = keras.callbacks.EarlyStopping("val_loss" if has_val else "loss", patience=patience,
+                                         restore_best_weights=True)
+    history = model.fit(datasets["train"], validation_data=datasets["val"] if has_val else None, epochs=epochs,
+                        callbacks=[stop], shuffle=False, verbose=2)
+    return model, history
 
 
 def decode_bytes(data, image_size):

@@ -16,7 +16,9 @@ TRAIN_FROM_HELP = ("backbone layer the trained top starts after, on cached activ
                    "--finetune-layers with augmentation (also what other backbones than the Lites do)")
 
 
-def add_training_flags(parser, seed=42):
+def add_training_flags(parser, seed=42, resume=True):
+    """--seed, --deterministic, --strategy, --mixed-precision and, for a step that keeps a backup while it trains,
+    --resume."""
     parser.add_argument("--seed", type=int, default=seed, help="seeds Python, NumPy and TensorFlow")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TensorFlow ops: two runs give the same metrics (slower, no mixed precision)")
@@ -25,8 +27,9 @@ def add_training_flags(parser, seed=42):
                              "device; the global batch is --batch-size times the devices")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                         help="float16 compute (default: on with a GPU, off on a CPU and under --deterministic)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted training from its last epoch (backup beside the model)")
+    if resume:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue an interrupted training from its last epoch (backup beside the model)")
 
 
 class ImageSize(argparse.Action):

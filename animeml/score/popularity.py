@@ -454,8 +454,27 @@ def build_model(dims, target_mean, hidden=256, dropout=0.3, name="popularity"):
     x = layers.Concatenate(name="joined")(branches) if len(branches) > 1 else branches[0]
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(hidden // 2, activation="relu", name="hidden")(x)
-    output = layers.Dense(1, name="score", bias_initializer=keras.initializers.Constant(target_mean))(x)
+    output = layers.Dense(1, name="score", bias_initializer=keras.initializers.Constant(target_mean),
+                          dtype="float32")(x)
     return keras.Model(inputs, output, name=name)
+
+
+def train_model(inputs, target, train, val, strategy, hidden=256, dropout=0.3, learning_rate=1e-3, batch_size=64,
+                epochs=100, patience=10, name="popularity"):
+    """build_model on `inputs` ({kind: features of every anime}), built and trained in `strategy`'s scope on the
+    `train` rows (boolean mask), early stopping on the `val` rows with the best weights kept; `batch_size` per
+    device. Returns (model, Keras history)."""
+    import keras
+
+    with strategy.scope():
+        model = build_model({k: v.shape[1] for k, v in inputs.items()}, float(target[train].mean()), hidden=hidden,
+                            dropout=dropout, name=name)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+    history = model.fit({k: v[train] for k, v in inputs.items()}, target[train],
+                        batch_size=batch_size * strategy.num_replicas_in_sync, epochs=epochs, callbacks=[stop],
+                        verbose=0, shuffle=True, validation_data=({k: v[val] for k, v in inputs.items()}, target[val]))
+    return model, history
 
 
 def save_features(path, anime_ids, scores, split, inputs):
