@@ -203,9 +203,9 @@ def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
 
 
 def test_blocks_freed_after_tensorflow_makes_a_generator_dataset_are_reused_not_mapped_again():
-    # TensorFlow 2.21's first generator dataset sets glibc's M_TRIM_THRESHOLD to 128 KB, after which a 1 MB block is
-    # mapped fresh at every malloc (and faulted in page by page); keep_malloc_thresholds, called before it, keeps such
-    # blocks on the heap. glibc's own count of mapped blocks (mallinfo2) tells, not the kernel's fault counter, which
+    # TensorFlow 2.21's first generator dataset sets glibc's M_TRIM_THRESHOLD to 128 KB, after which a block of a few
+    # MB is mapped fresh at every malloc (and faulted in page by page); keep_malloc_thresholds, called before it, keeps
+    # such blocks on the heap (4 and 16 MB here: a 1 MB one can fit a hole that importing TensorFlow left). glibc's own count of mapped blocks (mallinfo2) tells, not the kernel's fault counter, which
     # some sandboxes leave at 0. The "patched" process also makes TensorFlow's call itself, so the test means the same
     # where TensorFlow would not make it. Fresh processes, since TensorFlow does it once per process.
     count = """
