@@ -15,18 +15,6 @@ def images_loaded(driver):
     return driver.execute_script(ALL_IMAGES_LOADED)
 
 
-def click_to_new_page(driver, wait, element_id=None, link_text=None):
-    """Click what loads a new page (by id, or a link by its text) and wait until the old one is gone: a lookup right
-    after the click may otherwise find an element of the page being replaced (/anime lists Cowboy Bebop before the
-    search too)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as seen
-
-    old_page = driver.find_element(By.TAG_NAME, "html")
-    wait.until(seen.element_to_be_clickable((By.ID, element_id) if element_id else (By.LINK_TEXT, link_text))).click()
-    wait.until(seen.staleness_of(old_page))
-
-
 def console_errors(driver):
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -63,18 +51,15 @@ def test_report_opens_from_disk_with_every_image(data, driver):
 
 
 def test_app_search_favourite_recommend_and_faces(data, driver, monkeypatch):
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from animeml.app.main import create_app
-    from animeml.report.screenshots import serve
+    from animeml.report.screenshots import click_to_new_page, page_wait, serve
     from test_app import CHARACTERS, FACE_IMAGE
 
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(data))
-    # Chromium may answer a lookup made while a page is replaced with an "inspector error": look again.
-    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
+    wait = page_wait(driver, 30)
     with serve(create_app()) as url:
         driver.get(url + "/anime")
         driver.find_element(By.ID, "q").send_keys("bebop")

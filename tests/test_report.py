@@ -236,3 +236,26 @@ def test_open_set_clause_says_when_no_validation_rule_reaches_the_target():
                           "known_accuracy_low": [0.4, 0.8], "known_accuracy_high": [0.6, 1.0]})
     assert openset_within_target(curve) == "; none of its validation rules (keep 0.5-0.95) names <= 10%"
     assert "`--keep-known 0.5`: unseen named 0.200 [0.100, 0.300]" in openset_within_target(curve, target=0.25)
+
+
+def test_page_wait_looks_again_after_chromiums_inspector_error():
+    """Chromium 156 answered a lookup on the page being replaced with this error, not a stale element (CI failed on
+    it): the screenshots' and the browser test's wait must retry it within its bound, and still give up at the bound."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+
+    from animeml.report.screenshots import page_wait
+
+    answers = iter([WebDriverException("unhandled inspector error: Node with given id does not belong to the document"),
+                    True])
+
+    def replaced_page(_driver):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert page_wait(driver=None, timeout_s=5).until(replaced_page) is True
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        page_wait(driver=None, timeout_s=1).until(lambda _driver: False)
+    assert time.monotonic() - started < 5

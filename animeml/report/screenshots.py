@@ -85,11 +85,28 @@ def screenshot(driver, path):
     return path
 
 
-def take_screenshots(report_index, out_dir):
-    """`<tab>.png` for every app tab (the app on a free local port) and `report.png` of the report's front page."""
-    from selenium.webdriver.support.expected_conditions import staleness_of
+def page_wait(driver, timeout_s=PAGE_TIMEOUT_S):
+    """A bounded wait that looks again when Chromium answers a lookup made while a page is replaced with an
+    "inspector error" (a WebDriverException, not a stale element) instead of failing on it."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    return WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
+
+
+def click_to_new_page(driver, wait, element_id=None, link_text=None):
+    """Click what loads a new page (by id, or a link by its text) and wait until the old one is gone: a lookup right
+    after the click may otherwise find an element of the page being replaced."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    wait.until(seen.element_to_be_clickable((By.ID, element_id) if element_id else (By.LINK_TEXT, link_text))).click()
+    wait.until(seen.staleness_of(old_page))
+
+
+def take_screenshots(report_index, out_dir):
+    """`<tab>.png` for every app tab (the app on a free local port) and `report.png` of the report's front page."""
     from animeml.app.main import create_app
 
     shots = []
@@ -102,8 +119,6 @@ def take_screenshots(report_index, out_dir):
                 upload = driver.find_elements("id", "image")
                 if upload and SAMPLE_ILLUSTRATION.is_file():  # the upload tabs with a result on the page
                     upload[0].send_keys(str(SAMPLE_ILLUSTRATION))
-                    old_page = driver.find_element("tag name", "html")
-                    driver.find_element("id", "upload").click()
-                    WebDriverWait(driver, PAGE_TIMEOUT_S).until(staleness_of(old_page))  # the result page, not the form
+                    click_to_new_page(driver, page_wait(driver), "upload")  # the result page, not the form
                 shots.append(screenshot(driver, Path(out_dir) / f"{name}.png"))
     return shots
