@@ -14,7 +14,7 @@ from pathlib import Path
 
 from animeml.core import cli, paths
 
-SETTINGS = dict(model="minilm", batch_size=64)
+SETTINGS = dict(model="minilm", batch_size=16)  # animeml.core.embeddings.BATCH_SIZE: why 16
 MODELS = ["minilm", "use"]  # animeml.core.embeddings.DIMS
 
 

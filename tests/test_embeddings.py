@@ -26,6 +26,15 @@ def test_rows_are_normalised_missing_text_is_zero_and_meaning_is_kept(model):
     assert robots > ramen + 0.1
 
 
+@pytest.mark.parametrize("model", ["use", "minilm"])
+def test_vectors_do_not_depend_on_the_batch_size(model):
+    """The batch size (embeddings.BATCH_SIZE) is a speed setting: texts padded to a longer neighbour's length must
+    come out as they do alone, or a cache filled at one batch size would disagree with vectors made at another."""
+    alone = embeddings.embed_texts(TEXTS, model=model, batch_size=1, cache=False)
+    together = embeddings.embed_texts(TEXTS, model=model, batch_size=len(TEXTS), cache=False)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_cache_answers_without_the_model(monkeypatch):
     first = embeddings.embed_texts(TEXTS, model="use")
     assert embeddings.cache_path("use").exists()

@@ -28,6 +28,10 @@ from animeml.core import paths
 from animeml.core.io import PipelineError, atomic_path, read_cache
 
 DIMS = {"minilm": 384, "use": 512}
+# Synopses per call of the sentence model. At 64, MiniLM's activations (up to 64 x 256 word pieces x 1536 floats,
+# 100 MB) are larger than glibc's 32 MB ceiling for reusing freed blocks, so every layer maps fresh memory and
+# faults it in: 690 synopses took 22-25 s at 64 against 17-19 s at 8-16 on 2 AVX2 cores (vectors within 2e-7).
+BATCH_SIZE = 16
 PRECISIONS = ("auto", "float32")  # of ANIMEML_EMBED_PRECISION: bfloat16 where the CPU has it natively, or never
 
 
@@ -128,7 +132,7 @@ def _embed_into(store, todo, model, batch_size):
         store.update(zip(batch, vectors))
 
 
-def embed_texts(texts, model="minilm", batch_size=64, cache=True):
+def embed_texts(texts, model="minilm", batch_size=BATCH_SIZE, cache=True):
     """Embed each text as an L2-normalised float32 row; None, NaN or blank text gives a zero row."""
     _check_model(model)
     texts, keys = _clean(texts)
@@ -158,7 +162,7 @@ def _fill_cache(todo, model, batch_size, path):
 
 
 @contextlib.contextmanager
-def embedding_ahead(texts, model="minilm", batch_size=64):
+def embedding_ahead(texts, model="minilm", batch_size=BATCH_SIZE):
     """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
     so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 7 s of
     sentence-transformers and torch), so on a machine with two cores that start-up overlaps the caller's own, such as
