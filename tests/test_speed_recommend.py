@@ -41,7 +41,8 @@ QUERY = """
 import json, runpy, sys
 main = runpy.run_path(sys.argv[1], run_name="query")["main"]
 main(["--title", "Star Hunters", "-k", "2", "--index-dir", sys.argv[2]])
-heavy = ["scipy", "sklearn", "tensorflow", "keras", "torch", "sentence_transformers", "pandas", "pyarrow"]
+heavy = ["scipy", "sklearn", "tensorflow", "keras", "torch", "transformers", "sentence_transformers", "pandas",
+         "pyarrow"]
 print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
 """
 

