@@ -205,7 +205,9 @@ def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
 def test_blocks_freed_after_tensorflow_makes_a_generator_dataset_are_reused_not_mapped_again():
     # TensorFlow 2.21's first generator dataset sets glibc's M_TRIM_THRESHOLD to 128 KB, after which a block of a few
     # MB is mapped fresh at every malloc (and faulted in page by page); keep_malloc_thresholds, called before it, keeps
-    # such blocks on the heap (4 and 16 MB here: a 1 MB one can fit a hole that importing TensorFlow left). glibc's own count of mapped blocks (mallinfo2) tells, not the kernel's fault counter, which
+    # such blocks on the heap (4 and 16 MB here: a 1 MB one can fit a hole that importing TensorFlow left), and
+    # blocks past glibc's 32 MB ceiling too (100 MB). glibc's own count of mapped blocks (mallinfo2) tells, not the
+    # kernel's fault counter, which
     # some sandboxes leave at 0. The "patched" process also makes TensorFlow's call itself, so the test means the same
     # where TensorFlow would not make it. Fresh processes, since TensorFlow does it once per process.
     count = """
@@ -228,7 +230,7 @@ list(tf.data.Dataset.from_generator(lambda: iter([0]), output_signature=tf.Tenso
 if sys.argv[1] == "patched":
     libc.mallopt(trainer.M_TRIM_THRESHOLD, 128 << 10)
 mapped = []
-for size in (4 << 20, 16 << 20):
+for size in (4 << 20, 16 << 20, 100 << 20):
     libc.free(libc.malloc(size))  # glibc raises its mmap threshold past a freed block, unless told not to
     before = libc.mallinfo2().hblks
     block = libc.malloc(size)
@@ -243,6 +245,6 @@ print(*mapped)
         result = subprocess.run([sys.executable, "-c", count, how], capture_output=True, text=True, timeout=120,
                                 cwd=paths.ROOT, env=env)
         assert result.returncode == 0, result.stderr
-        mapped[how] = [int(word) for word in result.stdout.split()[-2:]]
-    assert mapped["patched"] == [1, 1]  # both blocks mapped afresh
-    assert mapped["fixed"] == [0, 0]  # both from the heap
+        mapped[how] = [int(word) for word in result.stdout.split()[-3:]]
+    assert mapped["patched"] == [1, 1, 1]  # every block mapped afresh
+    assert mapped["fixed"] == [0, 0, 0]  # every one from the heap

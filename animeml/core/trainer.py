@@ -273,7 +273,7 @@ def write_history(history, stem, title, metrics=("loss",)):
     plt.close(figure)
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
 
 def keep_malloc_thresholds():
@@ -282,16 +282,18 @@ def keep_malloc_thresholds():
     to 128 KB, which also stops glibc from raising its mmap threshold, so every block of 128 KB or more is mapped
     fresh and unmapped when freed. A head training on cached activations then spent 45% of its CPU time in the
     kernel, faulting those pages in (33 million page faults in one characters20 epoch). TensorFlow does it once per
-    process, so a generator dataset made here has it done now; then both thresholds are set to the highest values
-    glibc's own sliding rule reaches (mmap from 32 MB, trim at twice that). Nothing to do without glibc."""
+    process, so a generator dataset made here has it done now; then glibc is told never to map a block of its own
+    and to give the heap's free top back only past 1 GB, so that blocks past its 32 MB mmap ceiling are reused too
+    (the tagger's default recipe, 2 epochs: 11 min 4 s -> 8 min 52 s, page faults 26.6 M -> 9.9 M, the same peak
+    memory and losses). Nothing to do without glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError, TypeError):
         return
     for _ in tf.data.Dataset.from_generator(lambda: iter([0]), output_signature=tf.TensorSpec((), tf.int32)):
         pass
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(M_TRIM_THRESHOLD, 64 << 20)
+    mallopt(M_MMAP_MAX, 0)
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 def start(seed=42, deterministic=False, strategy="auto", mixed_precision=None):
