@@ -207,9 +207,9 @@ def test_blocks_freed_after_tensorflow_makes_a_generator_dataset_are_reused_not_
     # MB is mapped fresh at every malloc (and faulted in page by page); keep_malloc_thresholds, called before it, keeps
     # such blocks on the heap (4 and 16 MB here: a 1 MB one can fit a hole that importing TensorFlow left), and
     # blocks past glibc's 32 MB ceiling too (100 MB). glibc's own count of mapped blocks (mallinfo2) tells, not the
-    # kernel's fault counter, which
-    # some sandboxes leave at 0. The "patched" process also makes TensorFlow's call itself, so the test means the same
-    # where TensorFlow would not make it. Fresh processes, since TensorFlow does it once per process.
+    # kernel's fault counter, which some sandboxes leave at 0. The "patched" process also makes TensorFlow's call
+    # itself, so the test means the same where TensorFlow would not make it. Fresh processes, since TensorFlow does it
+    # once per process.
     count = """
 import ctypes, sys
 import tensorflow as tf

