@@ -5,8 +5,6 @@ rows of one group (all posters of one anime) never land in two splits.
 """
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
-from sklearn.model_selection import train_test_split
 
 from animeml.core.io import PipelineError, write_csv
 
@@ -17,6 +15,10 @@ def assign_groups(groups, val=0.15, test=0.15, seed=42, labels=None):
     """Map each unique group to train/val/test (`val=0`: train and test only). With `labels` (one multi-hot row
     per group, aligned with `np.unique(groups)`) the split is iteratively stratified, so rare labels reach every
     split."""
+    # imported where a split is made, so that importing this module (predict_score does) costs no scikit-learn
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+    from sklearn.model_selection import train_test_split
+
     unique = np.unique(np.asarray(groups))
     if len(unique) < 3:
         raise PipelineError(f"need at least 3 groups to split, got {len(unique)}")
@@ -117,6 +119,8 @@ def carve_validation(groups, labels, share=0.15, seed=42):
     """A validation part of about `share` of the rows carved from a training part, whole groups only and
     iteratively stratified by `labels` (one multi-hot row per row of `groups`; a group's label row is the union
     of its rows'). Returns an array of "train"/"val" aligned with `groups`."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
     groups = np.asarray(groups)
     unique, inverse = np.unique(groups, return_inverse=True)
     if len(unique) < 2:

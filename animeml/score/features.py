@@ -37,8 +37,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-
 from animeml.core import paths, store
 from animeml.core.embeddings import embed_texts, embedding_ahead
 from animeml.core.fields import franchise_key, split_list
@@ -207,6 +205,9 @@ def title_neighbours_block(table, title_neighbours, chunk=2048):
 def title_vectorizer(names):
     """The TF-IDF of character 2-4-grams fit on the train titles `names` (a tuple) and their vectors; fit once per
     process, as a step encodes several tables against the same train titles."""
+    # imported here, not at the top: predict_score starts its embedding child before scikit-learn's 1 s of imports
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
     return vectorizer, vectorizer.fit_transform(names)
 
