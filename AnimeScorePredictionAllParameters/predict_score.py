@@ -75,16 +75,19 @@ def main(argv=None):
     if table.empty:
         raise PipelineError(f"{args.csv} has a header but no rows")
 
-    # New synopses are embedded by a child process on the other core while this one starts TensorFlow and loads
-    # the model (690 new synopses on two cores: 30 -> 28 s, median of six runs each).
+    # New synopses are embedded by a child process on the other core while this one starts TensorFlow, loads the
+    # model and encodes the metadata (690 new synopses on two cores: 30 -> 28 s, median of six runs each, for the
+    # model; the metadata's title TF-IDF and scikit-learn's imports add 2-3 s). Each input is encoded once for the
+    # whole table: one TF-IDF fit, one read of the embedding cache.
     with synopses_ahead(table, sidecar):
         from animeml.score.models import load_score_model, nothing_known, predict_scores
 
         model, sidecar = batch.load_model_for(lambda path: load_score_model(args.kind, path), model_file,
                                               TRAIN_STEPS[args.kind], ["inputs"])
+        inputs = model_inputs(table, sidecar, only=["metadata"])
+    inputs.update(model_inputs(table, sidecar, only=["synopsis"]))
     reasons = [""] * len(table)
     posters = poster_paths(args.csv, table, args.images) if "image" in sidecar["inputs"] else None
-    inputs = model_inputs(table, sidecar)  # once for the whole table: one read of the embedding cache, one TF-IDF fit
     if "metadata" in sidecar["inputs"]:
         for i in np.flatnonzero(nothing_known(table, sidecar, inputs["metadata"])):
             reasons[i] = "neither synopsis nor metadata (genres, type, episodes, ...) is known"

@@ -351,13 +351,14 @@ def metadata_layout(spec):
     return encode_metadata(pd.DataFrame(), spec)[1:]
 
 
-def model_inputs(table, sidecar):
-    """The non-image inputs of a saved model (by input name) for the rows of `table`, encoded with the
-    vocabulary and scaling stored in its sidecar."""
+def model_inputs(table, sidecar, only=None):
+    """The non-image inputs of a saved model (by input name; `only` some of them) for the rows of `table`, encoded
+    with the vocabulary and scaling stored in its sidecar."""
     inputs = {}
-    if "metadata" in sidecar["inputs"]:
+    wanted = [name for name in sidecar["inputs"] if only is None or name in only]
+    if "metadata" in wanted:
         inputs["metadata"] = encode_metadata(table, sidecar["encoder"])[0]
-    if "synopsis" in sidecar["inputs"]:
+    if "synopsis" in wanted:
         inputs["synopsis"] = embed_texts(as_anime_table(table)["synopsis"], model=sidecar["embedding_model"])
     return inputs
 
