@@ -52,6 +52,13 @@ def test_cache_answers_without_the_model(monkeypatch):
         embeddings.embed_texts(["a text never seen before"], model="use")
 
 
+@pytest.mark.parametrize("model", ["use", "minilm"])
+def test_a_lone_surrogate_is_embedded_as_a_question_mark(model):
+    vectors = embeddings.embed_texts(["robots \ud83d", "robots ?"], model=model, cache=False)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+    assert np.linalg.norm(vectors[0]) > 0.99
+
+
 def test_unknown_model_is_a_one_line_error():
     with pytest.raises(PipelineError, match="unknown sentence model"):
         embeddings.embed_texts(["x"], model="bert-huge")

@@ -204,7 +204,7 @@ def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
 
 def test_blocks_freed_after_tensorflow_makes_a_generator_dataset_are_reused_not_mapped_again():
     # TensorFlow 2.21's first generator dataset sets glibc's M_TRIM_THRESHOLD to 128 KB, after which a block of a few
-    # MB is mapped fresh at every malloc (and faulted in page by page); keep_malloc_thresholds, called before it, keeps
+    # MB is mapped fresh at every malloc (and faulted in page by page); reuse_freed_memory, called before it, keeps
     # such blocks on the heap (4 and 16 MB here: a 1 MB one can fit a hole that importing TensorFlow left), and
     # blocks past glibc's 32 MB ceiling too (100 MB). glibc's own count of mapped blocks (mallinfo2) tells, not the
     # kernel's fault counter, which some sandboxes leave at 0. The "patched" process also makes TensorFlow's call
@@ -225,7 +225,7 @@ libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 if sys.argv[1] == "fixed":
-    trainer.keep_malloc_thresholds()
+    trainer.reuse_freed_memory()
 list(tf.data.Dataset.from_generator(lambda: iter([0]), output_signature=tf.TensorSpec((), tf.int32)))
 if sys.argv[1] == "patched":
     libc.mallopt(trainer.M_TRIM_THRESHOLD, 128 << 10)

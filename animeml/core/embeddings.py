@@ -105,11 +105,9 @@ def _bert(weights, config, ids, mask):
     attend = mask.bool()[:, None, None, :]  # every word piece attends to the real ones only
     for layer in range(config["num_hidden_layers"]):
         name = f"encoder.layer.{layer}"
-
-        def split(part):
-            return dense(f"{name}.attention.self.{part}", x).view(batch, length, heads, -1).transpose(1, 2)
-
-        context = functional.scaled_dot_product_attention(split("query"), split("key"), split("value"), attend)
+        query, key, value = (dense(f"{name}.attention.self.{part}", x).view(batch, length, heads, -1).transpose(1, 2)
+                             for part in ("query", "key", "value"))  # (batch, heads, length, head size)
+        context = functional.scaled_dot_product_attention(query, key, value, attend)
         context = context.transpose(1, 2).reshape(batch, length, -1)
         x = norm(f"{name}.attention.output.LayerNorm", x + dense(f"{name}.attention.output.dense", context))
         hidden = functional.gelu(dense(f"{name}.intermediate.dense", x))
@@ -161,8 +159,9 @@ def _write_cache(path, cache):
 
 
 def _clean(texts):
-    """(texts stripped, '' for None/NaN, their cache keys with None for blank texts)."""
-    texts = [t.strip() if isinstance(t, str) else "" for t in texts]
+    """(texts stripped, '' for None/NaN, their cache keys with None for blank texts). A lone UTF-16 surrogate (a
+    broken emoji from JSON, say) becomes '?': neither the text's key nor the word pieces can be made of it."""
+    texts = [t.encode("utf-8", "replace").decode("utf-8").strip() if isinstance(t, str) else "" for t in texts]
     return texts, [_text_key(t) if t else None for t in texts]
 
 

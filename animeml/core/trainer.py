@@ -276,7 +276,7 @@ def write_history(history, stem, title, metrics=("loss",)):
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
 
-def keep_malloc_thresholds():
+def reuse_freed_memory():
     """Undo what TensorFlow 2.21 does to glibc's malloc the first time a process makes a generator dataset (Keras
     makes one for every fit under a tf.distribute strategy; the captioner's input is one): it sets M_TRIM_THRESHOLD
     to 128 KB, which also stops glibc from raising its mmap threshold, so every block of 128 KB or more is mapped
@@ -299,7 +299,7 @@ def keep_malloc_thresholds():
 def start(seed=42, deterministic=False, strategy="auto", mixed_precision=None):
     """Seed, pick the dtype policy and the strategy of a training run, and say which devices it trains on.
     Returns the strategy."""
-    keep_malloc_thresholds()
+    reuse_freed_memory()
     set_seed(seed, deterministic)
     on = use_mixed_precision(mixed_precision, deterministic)
     chosen = make_strategy(strategy)
