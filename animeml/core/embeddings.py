@@ -226,10 +226,9 @@ def _fill_cache(todo, model, batch_size, path):
 def embedding_ahead(texts, model="minilm", batch_size=BATCH_SIZE):
     """Embed the texts the cache lacks in a child process while the block runs, and wait for it at the block's end,
     so that embed_texts after it reads them from the cache. The child imports only the sentence model (torch and
-    MiniLM's trace, once an earlier embedding made it: about 2.5 s on 2 AVX2 cores), so on a machine with two cores
-    that start-up overlaps the caller's own, such as TensorFlow's and a Keras model's. If the child fails, nothing is
-    written and embed_texts embeds in the caller; if the block raises, the child is stopped, and what it was writing
-    is removed."""
+    MiniLM's weights: about 2.5 s on 2 AVX2 cores), so on a machine with two cores that start-up overlaps the
+    caller's own, such as TensorFlow's and a Keras model's. If the child fails, nothing is written and embed_texts
+    embeds in the caller; if the block raises, the child is stopped, and what it was writing is removed."""
     # an unknown model starts no child: embed_texts reports it
     todo = _missing(*_clean(texts), _read_cache(cache_path(model))) if model in DIMS else {}
     if not todo:
