@@ -2,6 +2,7 @@
 and poster brightness (32x32 posters, small_cnn, a few epochs). The sentence model is replaced by a fake."""
 import contextlib
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -278,7 +279,8 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
 
     model, history = train()
     cached = sorted((tmp_path / "data" / "cache" / "features").iterdir())
-    assert len(cached) == 3  # the train posters, their mirror images and the validation posters, once each
+    # the train posters, their mirror images and the validation posters, once each, with their lists of images
+    assert len(cached) == 6 and len([f for f in cached if f.suffix == ".npy"]) == 3
     assert history["phase"].tolist()[:2] == ["start", "frozen"] and "finetune" in history["phase"].tolist()
     store.save_model(model, tmp_path / "vision.h5", {})
     images = image_batch(files, 32)
@@ -293,7 +295,7 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
     flipped = backbone_features("efficientnet_lite0", 32, table["image_path"][:8], flip=True)  # from the cache
     assert np.allclose(flipped, expected, atol=1e-4)
     assert not np.allclose(backbone_features("efficientnet_lite0", 32, table["image_path"][:8]), expected, atol=1e-2)
-    file, = [f for f in cached if "-flipped" in f.name]
+    file, = [f for f in cached if "-flipped" in f.name and f.suffix == ".npy"]
     for damage in ("cut short", "another list's"):
         if damage == "cut short":
             file.write_bytes(file.read_bytes()[:100])
@@ -302,3 +304,46 @@ def test_a_pretrained_poster_model_trains_its_frozen_phase_on_cached_poster_feat
         assert np.allclose(backbone_features("efficientnet_lite0", 32, table["image_path"][:8], flip=True), expected,
                            atol=1e-4)
         assert np.load(file).shape == expected.shape  # computed again and written back
+
+
+class NotRun:
+    """A backbone that fails if the cache sends it images."""
+
+    def predict(self, *args, **kwargs):
+        raise AssertionError("the backbone ran")
+
+
+def test_a_list_of_images_that_an_earlier_cached_list_holds_takes_its_rows_from_that_file(tmp_path, monkeypatch):
+    from animeml.core.backbones import build_backbone
+    from animeml.core.feature_cache import backbone_features, cache_dir
+
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    files = [tmp_path / f"{i}.png" for i in range(6)]
+    for i, file in enumerate(files):
+        write_poster(file, i % 2, i)
+    backbone = build_backbone("small_cnn", 32)
+    features = backbone_features("small_cnn", 32, files, backbone=backbone)
+    written = sorted(cache_dir().iterdir())
+
+    subset = [4, 1, 3]  # fewer images, another order: rows of the file above, the backbone never runs
+    assert np.array_equal(backbone_features("small_cnn", 32, [files[i] for i in subset], backbone=NotRun()),
+                          features[subset])
+    assert sorted(cache_dir().iterdir()) == written  # nothing new written for it
+    with pytest.raises(AssertionError, match="the backbone ran"):  # mirror images are other features
+        backbone_features("small_cnn", 32, files[:2], backbone=NotRun(), flip=True)
+    with pytest.raises(AssertionError, match="the backbone ran"):  # another image size
+        backbone_features("small_cnn", 24, files[:2], backbone=NotRun())
+
+    os.utime(files[1], ns=(0, 0))  # a changed image is not taken from the old list
+    with pytest.raises(AssertionError, match="the backbone ran"):
+        backbone_features("small_cnn", 32, [files[1]], backbone=NotRun())
+    assert np.array_equal(backbone_features("small_cnn", 32, [files[4]], backbone=NotRun()), features[[4]])
+
+    listing, = [f for f in written if f.name.endswith(".rows.json")]
+    stored = json.loads(listing.read_text())
+    damaged = ["{not json", json.dumps([stored]), json.dumps({**stored, "rows": 2}),
+               json.dumps({**stored, "rows": [[1]]}), json.dumps({**stored, "rows": stored["rows"] + ["more"]})]
+    for damage in damaged:  # a damaged list is never a reason to stop, nor to take wrong rows
+        listing.write_text(damage)
+        with pytest.raises(AssertionError, match="the backbone ran"):
+            backbone_features("small_cnn", 32, [files[4]], backbone=NotRun())

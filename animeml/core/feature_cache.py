@@ -1,7 +1,10 @@
 """Frozen-backbone features, computed once per (backbone, weights, image size, list of image files with their sizes
 and modification times) and kept in `data/cache/features/`, so head training, threshold tuning, seeds and ablations
-reuse them instead of running the backbone again. A changed, added or removed image gives a new key."""
+reuse them instead of running the backbone again. A changed, added or removed image gives a new key. Beside each
+features file, `<file>.rows.json` lists its images, so a list that an earlier one holds (a subset, another order:
+the calibration models of step 02 train on the faces of fewer characters) takes its rows from that file."""
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -14,13 +17,38 @@ def cache_dir():
     return paths.data_dir() / "cache" / "features"
 
 
-def cache_key(backbone_name, image_size, image_paths, weights="imagenet"):
-    """A hex digest of everything the features depend on; the order of the images matters (one row each)."""
-    digest = hashlib.sha256(f"{backbone_name}\t{list(image_size)}\t{weights}\n".encode())
+def image_rows(image_paths):
+    """What one image's features depend on besides the model: its path, size and modification time."""
+    rows = []
     for path in image_paths:
         stat = os.stat(path)
-        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        rows.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return rows
+
+
+def cache_key(model, rows):
+    """A hex digest of everything the features depend on: the model and the images (image_rows) in their order."""
+    digest = hashlib.sha256(f"{model}\n".encode())
+    for row in rows:
+        digest.update(f"{row}\n".encode())
     return digest.hexdigest()[:24]
+
+
+def _from_earlier_list(pattern, model, rows):
+    """The features of `rows` taken from a cached file of `model` whose list holds them all, or None."""
+    for listing in sorted(cache_dir().glob(pattern + ".rows.json")):
+        stored = read_cache(listing, lambda path: json.loads(path.read_text(encoding="utf-8")))
+        listed = stored.get("rows") if isinstance(stored, dict) and stored.get("model") == model else None
+        if not isinstance(listed, list) or not all(isinstance(row, str) for row in listed):
+            continue
+        position = {row: i for i, row in enumerate(listed)}
+        if not all(row in position for row in rows):
+            continue
+        features = read_cache(listing.with_name(listing.name.removesuffix(".rows.json")),
+                              lambda path: np.load(path, mmap_mode="r"))
+        if features is not None and len(features) == len(position):
+            return np.asarray(features[[position[row] for row in rows]], np.float32)
+    return None
 
 
 def backbone_features(backbone_name, image_size, image_paths, weights="imagenet", batch_size=64, backbone=None,
@@ -36,9 +64,13 @@ def backbone_features(backbone_name, image_size, image_paths, weights="imagenet"
     image_paths = [str(path) for path in image_paths]
     size = image_hw(image_size)
     name = backbone_name + ("-flipped" if flip else "")
-    file = cache_dir() / f"{name}_{size[0]}x{size[1]}_{cache_key(name, size, image_paths, weights)}.npy"
+    model, rows = f"{name}\t{list(size)}\t{weights}", image_rows(image_paths)
+    file = cache_dir() / f"{name}_{size[0]}x{size[1]}_{cache_key(model, rows)}.npy"
     cached = read_cache(file, np.load)
     if cached is not None and cached.shape[:1] == (len(image_paths),):
+        return cached
+    cached = _from_earlier_list(f"{name}_{size[0]}x{size[1]}_*.npy", model, rows)
+    if cached is not None:
         return cached
     backbone = backbone or build_backbone(backbone_name, size, weights=weights)
     images = image_dataset(image_paths, image_size=size, batch_size=batch_size)
@@ -49,4 +81,6 @@ def backbone_features(backbone_name, image_size, image_paths, weights="imagenet"
     with atomic_path(file) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, features)
+    with atomic_path(file.with_name(file.name + ".rows.json")) as tmp:
+        tmp.write_text(json.dumps({"model": model, "rows": rows}), encoding="utf-8")
     return features
