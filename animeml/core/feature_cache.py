@@ -34,9 +34,12 @@ def cache_key(model, rows):
     return digest.hexdigest()[:24]
 
 
-def _from_earlier_list(pattern, model, rows):
-    """The features of `rows` taken from a cached file of `model` whose list holds them all, or None."""
+def _from_earlier_list(pattern, model, rows, tried):
+    """The features of `rows` taken from a cached file of `model` whose list holds them all, or None. `tried`: the
+    file of this very list, already read (damaged or of another length), so not read again."""
     for listing in sorted(cache_dir().glob(pattern + ".rows.json")):
+        if listing.name == tried.name + ".rows.json":
+            continue
         stored = read_cache(listing, lambda path: json.loads(path.read_text(encoding="utf-8")))
         listed = stored.get("rows") if isinstance(stored, dict) and stored.get("model") == model else None
         if not isinstance(listed, list) or not all(isinstance(row, str) for row in listed):
@@ -69,7 +72,7 @@ def backbone_features(backbone_name, image_size, image_paths, weights="imagenet"
     cached = read_cache(file, np.load)
     if cached is not None and cached.shape[:1] == (len(image_paths),):
         return cached
-    cached = _from_earlier_list(f"{name}_{size[0]}x{size[1]}_*.npy", model, rows)
+    cached = _from_earlier_list(f"{name}_{size[0]}x{size[1]}_*.npy", model, rows, tried=file)
     if cached is not None:
         return cached
     backbone = backbone or build_backbone(backbone_name, size, weights=weights)
