@@ -35,6 +35,7 @@ SETTINGS = dict(
     finetune_learning_rate=3e-4,
     batch_size=64,
     patience=3,
+    members=1,
     seed=42,
 )
 SUMMARY = ["micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1", "map"]
@@ -71,13 +72,17 @@ def main(argv=None):
                         help="images per batch and device")
     parser.add_argument("--patience", type=cli.positive_int, default=SETTINGS["patience"],
                         help="early stopping on validation loss")
+    parser.add_argument("--members", type=cli.positive_int, default=SETTINGS["members"],
+                        help="taggers trained with seeds --seed, --seed + 1, ... on the same cached activations; "
+                        "the saved model averages their probabilities")
     add_training_flags(parser, seed=SETTINGS["seed"])
     args = cli.parse(parser, argv)
 
     import numpy as np
     import pandas as pd
 
-    from animeml.characters.classifier import model_path, predict_images, resolve_train_from, train_classifier
+    from animeml.characters.classifier import (average_models, model_path, predict_images, resolve_train_from,
+                                               train_classifier)
     from animeml.characters.tags import cross_validated_f1, exclusive_groups, one_per_group, read_tag_sources
     from animeml.core import trainer
     from animeml.core.io import write_csv
@@ -109,12 +114,14 @@ def main(argv=None):
           ", ".join(f"{split} {len(paths)}" for split, (paths, _) in part.items()))
 
     path = model_path("tags", args.backbone)
-    model, _ = train_classifier(
+    members = [train_classifier(
         args.backbone, len(tags), part["train"], part["val"], args.image_size, multi_label=True, strategy=strategy,
         epochs=args.head_epochs, finetune_epochs=args.finetune_epochs, finetune_layers=args.finetune_layers,
         learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
-        batch_size=args.batch_size, patience=args.patience, seed=args.seed, backup_dir=path.with_suffix(".backup"),
-        resume=args.resume, train_from=resolve_train_from(args.backbone, args.train_from))
+        batch_size=args.batch_size, patience=args.patience, seed=args.seed + member,
+        backup_dir=path.with_suffix(f".backup{member or ''}"), resume=args.resume,
+        train_from=resolve_train_from(args.backbone, args.train_from))[0] for member in range(args.members)]
+    model = average_models(members, f"tags_{args.backbone}_ensemble") if len(members) > 1 else members[0]
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
     # Flip-averaged, as tag_images.py predicts with this model, so the thresholds fit what prediction sees.
     prob_val, prob_test = (predict_images(model, list(paths), args.image_size, flip=True)

@@ -205,3 +205,19 @@ def test_more_sources_add_training_images_and_keep_the_first_sources_test_split(
     assert (metrics_both["micro_f1"] <= metrics_both["micro_f1_high"]).all()
     assert sidecar_alone["labels"] == ["blue hair", "red hair"]
     assert sorted(sidecar_both["labels"]) == ["blue hair", "green hair", "red hair"]  # tags of the extra source
+
+
+def test_members_train_with_their_own_seeds_and_the_saved_tagger_averages_them(tmp_path, monkeypatch):
+    from animeml.core.store import load_model
+
+    first = tagged_csv(tmp_path / "tags", ["red_hair", "blue_hair"])
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    run_script("03_train_tagger.py", "--tags-csv", first, "--backbone", "small_cnn", "--image-size", 16,
+               "--head-epochs", 1, "--finetune-epochs", 0, "--members", 2, monkeypatch=monkeypatch)
+    model, sidecar = load_model(tmp_path / "data" / "models" / "tags_small_cnn.h5")
+    members = [model.get_layer(f"member_{i}") for i in range(2)]
+    images = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype(np.float32)
+    outputs = [np.asarray(member(images)) for member in members]
+    assert not np.allclose(outputs[0], outputs[1])  # seeds 42 and 43: two different taggers
+    np.testing.assert_allclose(np.asarray(model(images)), np.mean(outputs, axis=0), atol=1e-6)
+    assert len(sidecar["thresholds"]) == 2
