@@ -164,7 +164,8 @@ def predict_table(model, images, image_size, batch_size=32):
         return np.zeros((0, model.output_shape[-1]), np.float32)
     forward = trainer.forward_pass(model)
     if isinstance(next(iter(images)), np.ndarray):
-        batches = (image_batch(images[i:i + batch_size], image_size) for i in range(0, len(images), batch_size))
+        batches = (image_batch(images[i:i + batch_size], image_size, np.uint8)
+                   for i in range(0, len(images), batch_size))
     else:
         batches = image_dataset(images, image_size=image_size, batch_size=batch_size)
     return np.concatenate([forward(batch).numpy() for batch in batches])

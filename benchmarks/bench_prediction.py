@@ -4,12 +4,13 @@ For CharacterTagging/tag_images.py and GenreClassification/predict_genres.py: th
 images (its main() called in this process after one untimed warm-up run, so TensorFlow's start-up is not counted;
 the file checks, decoding, resizing, progress bar and CSV are), next to `model.predict` on the same images already
 decoded and resized in memory (and on their mirror images, for a model whose script averages both), with the same
-model and batch size, and next to the compiled forward pass the scripts use (trainer.forward_pass) on those tensors.
-They take turns --repeats times; the script's fastest run counts, against the fastest run of the model alone by
-either way (on this 2-core machine the same `model.predict` call measured 47 or 77 img/s from one repeat to the
-next, the forward pass 73-89). The ratio is the share of the model's throughput that a user gets; the goal is
->= 80%. Each is given by wall time and by this process's CPU time:
-on a machine that other programs share, the wall time also counts them, the CPU time only the work done.
+model and batch size, and next to the compiled forward pass the scripts use (trainer.forward_pass) on those tensors,
+as float32 and as the uint8 the scripts hand over. They take turns --repeats times; the script's fastest run
+counts, against the fastest run of the model alone by any of these ways (on this 2-core machine the same
+`model.predict` call measured 47 or 77 img/s from one repeat to the next, the forward pass 73-89). The ratio is
+the share of the model's throughput that a user gets; the goal is >= 80%. Each is given by wall time and by this
+process's CPU time: on a machine that other programs share, the wall time also counts them, the CPU time only
+the work done.
 
 The models are the saved ones in data/models when they are there (tags_efficientnet_lite0.h5,
 genres_efficientnet_lite0_bce.h5); otherwise models of the same architecture with random weights (which cost the
@@ -97,8 +98,8 @@ def script_run(task, model_file, images, out, batch_size):
 def model_runs(model_file, images, batch_size):
     """{name: function to time} of the model alone on the images already decoded and resized in memory, and on their
     mirror images too where the sidecar says the script averages both ("flip"): `model.predict`, and the compiled
-    forward pass the scripts call batch by batch (trainer.forward_pass), each after an untimed pass (which traces
-    every batch shape)."""
+    forward pass the scripts call batch by batch (trainer.forward_pass) on float32 and on uint8 batches, each after
+    an untimed pass (which traces every batch shape)."""
     import numpy as np
 
     from animeml.core.images import image_batch
@@ -111,9 +112,11 @@ def model_runs(model_file, images, batch_size):
                               for i in range(0, len(files), 256)])
     if sidecar.get("flip"):
         tensors = np.concatenate([tensors, tensors[:, :, ::-1]])
+    whole = tensors.astype(np.uint8)  # the same pixel values, as the scripts hand them over
     forward = forward_pass(model)
     runs = {"model.predict": lambda: model.predict(tensors, batch_size=batch_size, verbose=0),
-            "forward pass": lambda: [forward(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]}
+            "forward pass": lambda: [forward(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)],
+            "forward pass uint8": lambda: [forward(whole[i:i + batch_size]) for i in range(0, len(whole), batch_size)]}
     for run in runs.values():
         run()
     return runs
@@ -169,12 +172,13 @@ def main(argv=None):
                     times[name].append(timed(run))
             rates = {name: [args.images / wall for wall, _ in runs_of] for name, runs_of in times.items()}
             script = min(times["script"])
-            reference = min(times["model.predict"] + times["forward pass"])  # the model's limit: its fastest run
+            reference = min(sum((times[name] for name in runs if name != "script"), []))  # the model's limit
             which += ", flip-averaged" if read_sidecar(model_file).get("flip") else ""
             print(f"{SCRIPTS[task].relative_to(paths.ROOT)}: {which}, {args.images} images, batch "
                   f"{args.batch_size}, fastest of {args.repeats}: script {max(rates['script']):.1f} img/s, "
                   f"model.predict in memory {max(rates['model.predict']):.1f} img/s, forward pass in memory "
-                  f"{max(rates['forward pass']):.1f} img/s, ratio to the faster {reference[0] / script[0]:.0%} "
+                  f"{max(rates['forward pass'] + rates['forward pass uint8']):.1f} img/s, ratio to the fastest "
+                  f"{reference[0] / script[0]:.0%} "
                   f"(by CPU time of those runs {reference[1] / script[1]:.0%}); "
                   + "; ".join(f"{name} runs {', '.join(f'{r:.1f}' for r in rate)} img/s"
                               for name, rate in rates.items()))

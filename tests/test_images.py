@@ -122,7 +122,8 @@ def test_a_poster_is_preprocessed_identically_for_training_and_prediction(image_
                for p in image_paths]
     from_arrays = image_batch(decoded, SIZE)
     from animeml.core.images import read_image
-    read_once = image_batch([read_image(p, SIZE) for p in image_paths], SIZE)  # tag_images, predict_genres
+    read_once = image_batch([read_image(p, SIZE) for p in image_paths], SIZE, np.uint8)  # tag_images, predict_genres
+    assert read_once.dtype == np.uint8
     for other in (prediction, from_paths, from_arrays, read_once):
         np.testing.assert_array_equal(training, other)
     assert np.array_equal(training, np.round(training))  # whole pixel values, as the uint8 cache keeps them
@@ -138,9 +139,10 @@ def test_an_array_that_has_the_size_already_is_batched_as_resizing_it_would():
               rng.uniform(-20, 280, shape).astype(np.float32), np.full(shape, 2.5, np.float32),
               rng.integers(0, 256, other, dtype=np.uint8)]
     expected = np.stack([resize_image(tf.convert_to_tensor(a), SIZE) for a in arrays])
-    batch = image_batch(arrays, SIZE)
-    assert batch.dtype == np.float32
+    batch, whole = image_batch(arrays, SIZE), image_batch(arrays, SIZE, np.uint8)
+    assert (batch.dtype, whole.dtype) == (np.float32, np.uint8)
     np.testing.assert_array_equal(batch, expected)
+    np.testing.assert_array_equal(whole, expected)
 
 
 def broken_images(folder, good):

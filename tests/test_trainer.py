@@ -186,6 +186,16 @@ def test_two_deterministic_runs_give_the_same_metrics(tmp_path):
     assert results[0]["map"].between(0, 1).all()
 
 
+def test_the_forward_pass_takes_whole_pixels_as_uint8_or_float32_and_gives_what_the_model_gives():
+    model = tiny_model()
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    forward = trainer.forward_pass(model)
+    expected = model(pixels.astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(forward(pixels.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(forward(pixels).numpy(), forward(pixels.astype(np.float32)).numpy())
+    assert trainer.forward_pass(model) is forward  # one compiled function per model, not one per call
+
+
 def test_mixed_precision_on_a_cpu_computes_in_bfloat16():
     # float16 is emulated on a CPU; bfloat16 runs natively there and needs no loss scaling
     try:

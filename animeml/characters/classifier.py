@@ -259,7 +259,7 @@ def predict_images(model, images, image_size, batch_size=64, flip=False):
     forward = trainer.forward_pass(model)
     outputs = []
     for i in range(0, len(images), batch_size):
-        batch = image_batch(images[i:i + batch_size], image_size)
+        batch = image_batch(images[i:i + batch_size], image_size, np.uint8)
         probabilities = forward(batch).numpy()
         if flip:
             probabilities = (probabilities + forward(np.ascontiguousarray(batch[:, :, ::-1])).numpy()) / 2

@@ -311,10 +311,13 @@ _last_forward_pass = {}  # the last model forward_pass compiled: {"model": ..., 
 
 
 def forward_pass(model):
-    """`model(x)` (inference) as one graph for any number of images. Keras' `predict_on_batch` traces its graph
-    again (about a second on a CPU) for the second batch size it meets, such as a run's last, shorter chunk."""
+    """`model(x)` (inference) as one graph for any number of images, given as float32 or as uint8 (whole pixel
+    values, image_batch's `dtype=np.uint8`: cast inside the graph, which costs less than a float32 copy in numpy).
+    Keras' `predict_on_batch` traces its graph again (about a second on a CPU) for the second batch size it meets,
+    such as a run's last, shorter chunk."""
     if _last_forward_pass.get("model") is not model:
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        _last_forward_pass.update(model=model, function=tf.function(lambda x: model(x, training=False),
-                                                                    input_signature=[spec]))
+        shape = (None, *model.input_shape[1:])
+        graphs = {dtype: tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                                     input_signature=[tf.TensorSpec(shape, dtype)]) for dtype in (tf.float32, tf.uint8)}
+        _last_forward_pass.update(model=model, function=lambda x: graphs[tf.as_dtype(x.dtype)](x))
     return _last_forward_pass["function"]
