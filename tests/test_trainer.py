@@ -192,7 +192,8 @@ def test_the_forward_pass_takes_whole_pixels_as_uint8_or_float32_and_gives_what_
     forward = trainer.forward_pass(model)
     expected = model(pixels.astype(np.float32), training=False).numpy()
     np.testing.assert_allclose(forward(pixels.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(forward(pixels).numpy(), forward(pixels.astype(np.float32)).numpy())
+    for other in (pixels, pixels.astype(np.float64), tf.constant(pixels, tf.float32)):
+        np.testing.assert_array_equal(forward(other).numpy(), forward(pixels.astype(np.float32)).numpy())
     assert trainer.forward_pass(model) is forward  # one compiled function per model, not one per call
 
 

@@ -311,13 +311,14 @@ _last_forward_pass = {}  # the last model forward_pass compiled: {"model": ..., 
 
 
 def forward_pass(model):
-    """`model(x)` (inference) as one graph for any number of images, given as float32 or as uint8 (whole pixel
-    values, image_batch's `dtype=np.uint8`: cast inside the graph, which costs less than a float32 copy in numpy).
-    Keras' `predict_on_batch` traces its graph again (about a second on a CPU) for the second batch size it meets,
-    such as a run's last, shorter chunk."""
+    """`model(x)` (inference) as one graph for any number of images, given as uint8 (whole pixel values,
+    image_batch's `dtype=np.uint8`: cast inside the graph, which costs less than a float32 copy in numpy) or as
+    anything TensorFlow turns into float32. Keras' `predict_on_batch` traces its graph again (about a second on a
+    CPU) for the second batch size it meets, such as a run's last, shorter chunk."""
     if _last_forward_pass.get("model") is not model:
         shape = (None, *model.input_shape[1:])
         graphs = {dtype: tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
                                      input_signature=[tf.TensorSpec(shape, dtype)]) for dtype in (tf.float32, tf.uint8)}
-        _last_forward_pass.update(model=model, function=lambda x: graphs[tf.as_dtype(x.dtype)](x))
+        _last_forward_pass.update(model=model, function=lambda x: graphs[
+            tf.uint8 if tf.as_dtype(x.dtype) == tf.uint8 else tf.float32](x))
     return _last_forward_pass["function"]
