@@ -57,7 +57,7 @@ def main(argv=None):
     from animeml.characters.tags import chosen_tags
     from animeml.core import batch
     from animeml.core.faces import list_images
-    from animeml.core.images import read_image
+    from animeml.core.images import read_images
     from animeml.core.io import PipelineError
     from animeml.core.paths import models_dir
 
@@ -68,8 +68,8 @@ def main(argv=None):
     if not paths:
         raise PipelineError(f"no image files in {args.images}")
 
-    def load(path):  # decoded here, in run_batch's loader thread, while the model tags the chunk before
-        return read_image(path, sidecar["image_size"])
+    def load(chunk):  # decoded here, in run_batch's loader thread, while the model tags the chunk before
+        return read_images(chunk, sidecar["image_size"])
 
     def predict(chunk):
         probabilities = predict_images(model, chunk, sidecar["image_size"], args.batch_size,
@@ -78,7 +78,7 @@ def main(argv=None):
                  "confidences": ", ".join(f"{score:.3f}" for _, score in chosen)}
                 for chosen in chosen_tags(probabilities, sidecar, args.threshold)]
 
-    outcomes = batch.run_batch(paths, load, predict, args.batch_size, desc="tagging")
+    outcomes = batch.run_batch(paths, load, predict, args.batch_size, desc="tagging", load_together=True)
     columns = ["tags", "confidences"]
     if args.txt:
         columns.append("caption_file")

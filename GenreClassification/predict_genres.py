@@ -27,7 +27,7 @@ def main(argv=None):
 
     from animeml.core import batch
     from animeml.core.faces import list_images
-    from animeml.core.images import read_image
+    from animeml.core.images import read_images
     from animeml.core.io import PipelineError
     from animeml.core.multilabel import predict
     from animeml.core.paths import models_dir
@@ -42,8 +42,8 @@ def main(argv=None):
     if not images:
         raise PipelineError(f"no image files in {args.images}")
 
-    def load(path):  # decoded here, in run_batch's loader thread, while the model predicts the chunk before
-        return read_image(path, sidecar["image_size"])
+    def load(chunk):  # decoded here, in run_batch's loader thread, while the model predicts the chunk before
+        return read_images(chunk, sidecar["image_size"])
 
     def predict_chunk(chunk):
         probabilities = predict_table(model, chunk, sidecar["image_size"], args.batch_size)
@@ -51,7 +51,8 @@ def main(argv=None):
         return [{"predicted_genres": "|".join(g for g, on in zip(genres, row_chosen) if on),
                  **dict(zip(genres, row.astype(float).round(4)))} for row, row_chosen in zip(probabilities, chosen)]
 
-    outcomes = batch.run_batch(images, load, predict_chunk, args.batch_size, desc="predicting genres")
+    outcomes = batch.run_batch(images, load, predict_chunk, args.batch_size, desc="predicting genres",
+                               load_together=True)
     table = batch.outcome_table("file", [path.name for path in images], outcomes, ["predicted_genres", *genres])
     print(f"genres of {sum(outcome.ok for outcome in outcomes)} images with {model_file.name}")
     batch.finish(table, outcomes, args.out, "images")

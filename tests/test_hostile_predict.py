@@ -85,12 +85,13 @@ def images(tmp_path):
 
 
 
-def assert_rows_per_input(table, key="file"):
+def assert_rows_per_input(table, key="file", more_broken=None):
     """One row per input of the broken folder: the good ones ok, each broken one skipped with its reason."""
+    broken = {**BROKEN, **(more_broken or {})}
     rows = table.set_index(key)
-    assert sorted(rows.index) == sorted(GOOD + list(BROKEN))
+    assert sorted(rows.index) == sorted(GOOD + list(broken))
     assert (rows.loc[GOOD, "status"] == OK).all() and (rows.loc[GOOD, "reason"].fillna("") == "").all()
-    for name, reason in BROKEN.items():
+    for name, reason in broken.items():
         assert rows.loc[name, "status"] == SKIPPED and reason in rows.loc[name, "reason"], rows.loc[name, "reason"]
 
 
@@ -117,8 +118,7 @@ def test_read_image_decodes_once_and_names_each_problem(images):
     decoded = read_image(images / "good.jpg", 32)
     assert decoded.dtype == np.uint8  # whole values, so nothing is lost
     np.testing.assert_array_equal(decoded, load_image(str(images / "good.jpg"), 32))
-    whole = (images / "a.png").read_bytes()
-    (images / "trunc.png").write_bytes(whole[:-12])  # no IEND chunk: PIL's decode accepts it, TensorFlow's not
+    write_truncated_png(images)
     for name, reason in {**BROKEN, "trunc.png": "truncated or corrupt"}.items():
         with pytest.raises(ImageUnreadable, match=reason) as err:
             read_image(images / name, 32)
@@ -126,6 +126,31 @@ def test_read_image_decodes_once_and_names_each_problem(images):
     save_random_image(images / "a.webp", 0, format="WEBP")
     with pytest.raises(ImageUnreadable, match="WEBP image; this step reads JPEG"):
         read_image(images / "a.webp", 32)
+
+
+def write_truncated_png(images):
+    whole = (images / "a.png").read_bytes()
+    (images / "trunc.png").write_bytes(whole[:-12])  # no IEND chunk: PIL's decode accepts it, TensorFlow's not
+
+
+def test_read_images_decodes_a_chunk_at_once_and_a_bad_file_costs_only_its_own(images):
+    """The files whose header passes are decoded in one graph call; a file that passes its header check and then
+    fails TensorFlow's decode fails that call, and each file is decoded alone to find it."""
+    from animeml.core.images import read_image, read_images
+
+    write_truncated_png(images)
+    names = ["good.jpg", "trunc.png", "a.png", "text.jpg", "a.jpg"]
+    for chunk in (names, [name for name in names if name != "trunc.png"]):
+        read = read_images([images / name for name in chunk], 32)
+        assert len(read) == len(chunk)
+        for name, image in zip(chunk, read):
+            if name in ("trunc.png", "text.jpg"):
+                assert isinstance(image, ImageUnreadable) and name in str(image)
+            else:
+                assert image.dtype == np.uint8
+                np.testing.assert_array_equal(image, read_image(images / name, 32))
+    assert "truncated or corrupt" in str(read_images([images / "trunc.png"], 32)[0])
+    assert read_images([], 32) == []
 
 
 def test_large_jpeg_is_downsized_before_decoding_and_bomb_never_decoded(images):
@@ -166,6 +191,23 @@ def test_batch_isolates_the_item_that_fails():
     assert outcomes[2].reason == "failed: RuntimeError: the library choked"
     assert [o.result["length"] for o in outcomes if o.ok] == [1, 2, 3]
     assert Outcome(reason="x").ok is False
+
+
+def test_batch_loads_a_chunk_together_and_isolates_the_item_that_fails():
+    calls = []
+
+    def load(chunk):  # one prepared item or one exception per item; a chunk with "crash" fails as a whole
+        calls.append(list(chunk))
+        if "crash" in chunk:
+            raise RuntimeError("the decoder choked")
+        return [PipelineError("unreadable item") if item == "unreadable" else item.upper() for item in chunk]
+
+    items = ["a", "unreadable", "bb", "crash", "ccc"]
+    outcomes = run_batch(items, load, lambda chunk: chunk, chunk_size=3, load_together=True)
+    assert [o.result for o in outcomes] == ["A", None, "BB", None, "CCC"]
+    assert outcomes[1].reason == "unreadable item"
+    assert outcomes[3].reason == "failed: RuntimeError: the decoder choked"
+    assert calls == [["a", "unreadable", "bb"], ["crash", "ccc"], ["crash"], ["ccc"]]
 
 
 def test_batch_loads_the_next_chunk_while_this_one_is_predicted():
@@ -252,15 +294,16 @@ def test_tag_images_flags_and_nothing_to_do(stores, images, tmp_path):
 
 
 def test_predict_genres_one_row_per_image(stores, images, tmp_path):
+    write_truncated_png(images)  # fails the decoding of its chunk as a whole: each image is then decoded alone
     status, out, err = run_script("GenreClassification/predict_genres.py", "--images", images, "--out",
                                   tmp_path / "g.csv", "--model", stores / "genres.h5")
     assert status == 0 and "Traceback" not in err, err
     table = pd.read_csv(tmp_path / "g.csv")
-    assert_rows_per_input(table)
+    assert_rows_per_input(table, more_broken={"trunc.png": "truncated or corrupt"})
     good = table[table["status"] == OK]
     assert good[GENRES].apply(lambda column: column.between(0, 1)).all().all()
     assert table.loc[table["status"] == SKIPPED, GENRES].isna().all().all()
-    assert "3 done, 5 skipped" in out
+    assert "3 done, 6 skipped" in out
 
 
 def test_identify_characters_reads_safely_and_draws_without_collisions(stores, images, tmp_path):

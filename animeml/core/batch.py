@@ -32,21 +32,29 @@ class Outcome:
         return not self.reason
 
 
-def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="image"):
+def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="image", load_together=False):
     """One Outcome per item, in order. `load(item)` prepares an item (a checked path, a decoded image) and raises
-    PipelineError, whose message is the reason, for one to skip; `predict(loaded)` returns one result per loaded
-    item; any other exception of either becomes the item's reason too. Items go in chunks of `chunk_size` under a
-    progress bar, so memory stays bounded; a chunk whose prediction fails is retried one item at a time, so a bad
-    item costs only its own row. The next chunk loads in a background thread while this one is predicted (decoding
-    and the model then share the machine instead of taking turns); `load` runs in that one thread only."""
+    PipelineError, whose message is the reason, for one to skip; with `load_together`, `load(items)` prepares a
+    chunk's items at once and returns one prepared item or one such exception per item (e.g.
+    animeml.core.images.read_images); `predict(loaded)` returns one result per loaded item; any other exception of
+    either becomes the item's reason too. Items go in chunks of `chunk_size` under a progress bar, so memory stays
+    bounded; a chunk whose loading or prediction fails as a whole is retried one item at a time, so a bad item costs
+    only its own row. The next chunk loads in a background thread while this one is predicted (decoding and the
+    model then share the machine instead of taking turns); `load` runs in that one thread only."""
     outcomes = [Outcome() for _ in items]
     starts = range(0, len(items), chunk_size)
+    load_one = (lambda item: _raised(load([item])[0])) if load_together else load
 
     def load_chunk(start):
+        chunk = range(start, min(start + chunk_size, len(items)))
+        try:
+            prepared = load([items[i] for i in chunk]) if load_together else None
+        except Exception:  # noqa: BLE001  (the chunk as a whole failed: each item alone says which)
+            prepared = None
         loaded = {}
-        for i in range(start, min(start + chunk_size, len(items))):
+        for n, i in enumerate(chunk):
             try:
-                loaded[i] = load(items[i])
+                loaded[i] = load_one(items[i]) if prepared is None else _raised(prepared[n])
             except PipelineError as err:
                 outcomes[i].reason = str(err)
             except Exception as err:  # noqa: BLE001  (an unforeseen problem with one item stays its own)
@@ -67,6 +75,13 @@ def run_batch(items, load, predict, chunk_size=32, desc="predicting", unit="imag
     finally:
         pool.shutdown(cancel_futures=True)  # on Ctrl-C: waits for at most the one chunk being loaded
     return outcomes
+
+
+def _raised(prepared):
+    """A prepared item, or the exception that stands for it raised."""
+    if isinstance(prepared, Exception):
+        raise prepared
+    return prepared
 
 
 def _predicted(predict, loaded):
