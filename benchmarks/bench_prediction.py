@@ -102,8 +102,8 @@ def model_runs(model_file, images, batch_size):
     an untimed pass (which traces every batch shape)."""
     import numpy as np
 
+    from animeml.characters.classifier import load_model  # registers the tagger's GroupSoftmax layer
     from animeml.core.images import image_batch
-    from animeml.core.store import load_model
     from animeml.core.trainer import forward_pass
 
     model, sidecar = load_model(model_file)

@@ -125,6 +125,8 @@ def test_tiny_tagger_trains_from_danbooru_json_and_writes_captions(danbooru, tmp
     assert len(chosen) == 1 and sidecar["decoding"] == chosen.item() != metrics["model"][0]
     one_per_group = sidecar["decoding"] == metrics["model"][3]
     assert sidecar["exclusive_groups"] == ([["blue hair", "green hair", "red hair"]] if one_per_group else [])
+    # one hair colour per post: the tagger gives the hair colours one softmax, "1girl" its own sigmoid
+    assert sidecar["group_softmax"] == [["blue hair", "green hair", "red hair"]]
     assert metrics[["micro_f1", "macro_f1"]].stack().between(0, 1).all()
     assert set(pd.read_csv(data / "tags" / "per_tag.csv")["tag"]) == set(sidecar["labels"])
     # the report reads the file as the step writes it
@@ -221,3 +223,34 @@ def test_members_train_with_their_own_seeds_and_the_saved_tagger_averages_them(t
     assert not np.allclose(outputs[0], outputs[1])  # seeds 42 and 43: two different taggers
     np.testing.assert_allclose(np.asarray(model(images)), np.mean(outputs, axis=0), atol=1e-6)
     assert len(sidecar["thresholds"]) == 2
+
+
+def test_group_softmax_sums_each_exclusive_group_to_one_and_survives_saving(tmp_path):
+    import keras
+    from keras import ops
+
+    from animeml.characters.classifier import build_classifier, grouped_crossentropy, load_model
+    from animeml.core.store import save_model
+
+    groups = [[0, 3], [1, 4, 5]]  # column 2 belongs to no group
+    model = build_classifier("small_cnn", 6, 16, multi_label=True, pretrained=False, exclusive_groups=groups)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    probabilities = np.asarray(model(images))
+    for group in groups:
+        np.testing.assert_allclose(probabilities[:, group].sum(axis=1), 1, rtol=1e-5)
+    head = model.get_layer("head")
+    logits = np.asarray(keras.Model(head.input, head.get_layer("logits").output)(model.get_layer("backbone")(images)))
+    np.testing.assert_allclose(probabilities[:, 2], 1 / (1 + np.exp(-logits[:, 2])), rtol=1e-5)
+    np.testing.assert_allclose(probabilities[:, [0, 3]], np.exp(logits[:, [0, 3]]) /
+                               np.exp(logits[:, [0, 3]]).sum(axis=1, keepdims=True), rtol=1e-5)
+
+    save_model(model, tmp_path / "tags_small_cnn.h5", {"labels": list("abcdef")})
+    loaded, _ = load_model(tmp_path / "tags_small_cnn.h5")
+    np.testing.assert_allclose(np.asarray(loaded(images)), probabilities, rtol=1e-5)
+
+    # the loss: each group's cross-entropy and the other tag's binary one, averaged over the three
+    y_true = np.array([[1, 0, 1, 0, 0, 1]], np.float32)
+    y_pred = np.array([[0.7, 0.2, 0.9, 0.3, 0.5, 0.3]], np.float32)
+    expected = -(np.log(0.7) + np.log(0.3) + np.log(0.9)) / 3
+    loss = grouped_crossentropy(groups, 6)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
+    np.testing.assert_allclose(np.asarray(loss), [expected], rtol=1e-5)

@@ -1,6 +1,7 @@
 """Image classifiers of CharacterTagging/: one character per face crop (softmax) and many tags per illustration
-(sigmoid), trained the same way by animeml.core.trainer and saved in the model store as `.h5` with a sidecar JSON
-(labels, image size, thresholds, run record) that makes the saved model usable on its own.
+(sigmoid; a softmax over each group of tags of which every image has exactly one, such as a face's hair colour),
+trained the same way by animeml.core.trainer and saved in the model store as `.h5` with a sidecar JSON (labels,
+image size, thresholds, run record) that makes the saved model usable on its own.
 
 A pretrained backbone: the head first learns on cached features of the frozen backbone (animeml.core.feature_cache),
 then the top of the backbone is fine-tuned with augmentation, keeping the epoch with the best validation loss.
@@ -118,13 +119,56 @@ def face_set(faces_dir, split_csv, split_path, val_share=0.15, test_share=0.2, s
     return table, image_size
 
 
+@keras.saving.register_keras_serializable(package="animeml")
+class GroupSoftmax(layers.Layer):
+    """Tag probabilities from logits: a softmax over each group of mutually exclusive tags (`groups`, lists of
+    column indices: the hair colours of a face), a sigmoid for every other tag."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = [[int(column) for column in group] for group in groups]
+
+    def call(self, logits):
+        grouped = {column for group in self.groups for column in group}
+        others = [column for column in range(logits.shape[-1]) if column not in grouped]
+        parts = [ops.softmax(ops.take(logits, group, axis=-1), axis=-1) for group in self.groups]
+        if others:
+            parts.append(ops.sigmoid(ops.take(logits, others, axis=-1)))
+        order = [column for group in self.groups for column in group] + others
+        return ops.take(ops.concatenate(parts, axis=-1), np.argsort(order), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+def grouped_crossentropy(groups, n_outputs):
+    """The loss of GroupSoftmax's probabilities: the cross-entropy of each group (one true tag of several) and the
+    binary cross-entropy of every other tag, averaged over the groups and those tags."""
+    grouped = {column for group in groups for column in group}
+    others = [column for column in range(n_outputs) if column not in grouped]
+
+    def loss(y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        total = sum(-ops.sum(ops.take(y_true, group, axis=-1) * ops.log(ops.take(y_pred, group, axis=-1)), axis=-1)
+                    for group in groups)
+        if others:
+            y, p = ops.take(y_true, others, axis=-1), ops.take(y_pred, others, axis=-1)
+            total = total - ops.sum(y * ops.log(p) + (1 - y) * ops.log(1 - p), axis=-1)
+        return total / (len(groups) + len(others))
+
+    return loss
+
+
 def build_classifier(backbone_name, n_outputs, image_size, multi_label, pretrained=True, dropout=0.2,
-                     train_from=None):
+                     train_from=None, exclusive_groups=()):
     """Image (raw 0..255) -> backbone -> head (dropout, dense softmax for one class or sigmoid for multi-label,
     float32 under mixed precision). The head is a nested model named "head", so it can train on cached features.
 
     `train_from`: a layer of the backbone; the nested model "backbone" then ends there and the head starts with the
-    backbone's layers above it (BatchNormalization frozen, in inference mode), so they train with the head."""
+    backbone's layers above it (BatchNormalization frozen, in inference mode), so they train with the head.
+    `exclusive_groups` (multi-label): groups of tags of which every image has exactly one, each given a softmax
+    (GroupSoftmax) instead of a sigmoid per tag."""
     weights = "imagenet" if pretrained and backbone_name not in SCRATCH_BACKBONES else None
     backbone = build_backbone(backbone_name, image_size=image_size, weights=weights)
     if train_from:
@@ -136,8 +180,12 @@ def build_classifier(backbone_name, n_outputs, image_size, multi_label, pretrain
     features = keras.Input(backbone.output.shape[1:], name="features")
     x = upper(features) if train_from else features
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(n_outputs, activation="sigmoid" if multi_label else "softmax", dtype="float32",
-                           name="outputs")(x)
+    if multi_label and exclusive_groups:
+        logits = layers.Dense(n_outputs, dtype="float32", name="logits")(x)
+        outputs = GroupSoftmax(exclusive_groups, dtype="float32", name="outputs")(logits)
+    else:
+        outputs = layers.Dense(n_outputs, activation="sigmoid" if multi_label else "softmax", dtype="float32",
+                               name="outputs")(x)
     head = keras.Model(features, outputs, name="head")
     image = keras.Input(backbone.input.shape[1:], name="image")
     return keras.Model(image, head(backbone(image)), name=f"{backbone_name}_classifier")
@@ -201,7 +249,7 @@ def balanced_class_weights(y, n_classes):
 def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_label, strategy=None, epochs=40,
                      finetune_epochs=10, finetune_layers=60, learning_rate=1e-3, finetune_learning_rate=1e-4,
                      batch_size=32, patience=5, class_weight=None, seed=42, backup_dir=None, resume=False,
-                     train_from=None, outliers=(), outlier_weight=0.5):
+                     train_from=None, outliers=(), outlier_weight=0.5, exclusive_groups=()):
     """Build and train a classifier on `train` and `val`, each a `(paths, targets)` pair; returns (model, history).
 
     Pretrained backbone: `epochs` of the head on cached frozen features, then `finetune_epochs` of the top
@@ -212,6 +260,8 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
     the epoch with the best validation accuracy, multi-label the one with the lowest validation loss.
     `outliers`: paths of faces of none of the classes, trained with outlier_exposure_loss(`outlier_weight`)
     (single-label only; its training accuracy counts them as wrong, validation has none).
+    `exclusive_groups` (multi-label): groups of tags trained with a softmax each (build_classifier) and
+    grouped_crossentropy.
     """
     from_scratch = backbone_name in SCRATCH_BACKBONES
     train_from = None if from_scratch else train_from
@@ -231,11 +281,14 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
     if not train_from and not from_scratch:
         head_data = tuple((backbone_features(backbone_name, image_size, paths), targets) for paths, targets in (train, val))
     return trainer.fit(
-        lambda: build_classifier(backbone_name, n_outputs, image_size, multi_label, train_from=train_from),
+        lambda: build_classifier(backbone_name, n_outputs, image_size, multi_label, train_from=train_from,
+                                 exclusive_groups=exclusive_groups),
         lambda batch: image_dataset(train[0], train[1], image_size=image_size, batch_size=batch, training=True,
                                     cache=True, seed=seed),
         lambda batch: image_dataset(val[0], val[1], image_size=image_size, batch_size=batch, cache=True),
-        loss=outlier_exposure_loss(outlier_weight) if outliers else loss_of(multi_label), strategy=strategy,
+        loss=(outlier_exposure_loss(outlier_weight) if outliers else
+              grouped_crossentropy(exclusive_groups, n_outputs) if multi_label and exclusive_groups else
+              loss_of(multi_label)), strategy=strategy,
         epochs=epochs, finetune_epochs=finetune_epochs, finetune_layers=finetune_layers, learning_rate=learning_rate,
         finetune_learning_rate=finetune_learning_rate, batch_size=batch_size, patience=patience,
         from_scratch=from_scratch, head_data=head_data, class_weight=class_weight, backup_dir=backup_dir,
