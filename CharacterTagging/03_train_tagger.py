@@ -9,8 +9,8 @@ Validation and test faces come from the first source only (the first --tags-csv,
 so a run with more sources is measured on the same test split as one without them; the other sources only add
 training faces. Reports micro and macro precision, recall and F1 on the test split (by file, seeded, iteratively
 stratified) with bootstrap 95% intervals, next to the tag-prior baseline. Writes data/models/tags_<backbone>.h5
-(+ .json sidecar: tags, thresholds, decoding, exclusive groups) and, under data/tags/: split.csv, metrics.csv,
-per_tag.csv and pr_curves.png.
+(+ .json sidecar: tags, thresholds, decoding, exclusive groups, the groups given a softmax) and, under
+data/tags/: split.csv, metrics.csv, per_tag.csv and pr_curves.png.
 """
 import argparse
 from pathlib import Path
