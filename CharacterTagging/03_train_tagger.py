@@ -124,6 +124,7 @@ def main(argv=None):
 
     # Groups of which every training image has exactly one tag (exclusive_groups: hair and eye colours).
     groups = exclusive_groups(tags, part["train"][1])
+    group_names = [[tags[j] for j in group] for group in groups]
     path = model_path("tags", args.backbone)
     members = [train_classifier(
         args.backbone, len(tags), part["train"], part["val"], args.image_size, multi_label=True, strategy=strategy,
@@ -154,7 +155,7 @@ def main(argv=None):
     val_f1 = {name: cross_validated_f1(y_val, val, tune, seed=args.seed) for name, (val, _, tune) in decodings.items()}
     chosen = max(list(decodings)[1:], key=val_f1.get)
     print(f"chosen on validation: {chosen} (cross-validated micro-F1 {val_f1[chosen]:.3f}; exclusive groups: "
-          f"{', '.join(' / '.join(tags[j] for j in group) for group in groups) or 'none'})")
+          f"{', '.join(' / '.join(names) for names in group_names) or 'none'})")
     results = {name: evaluate(y_test, test, thresholds[name], tags) for name, (_, test, _) in decodings.items()}
     if groups:  # mAP ranks the probabilities; the losers' -1 of the grouped scores would hide their order
         results[grouped]["map"] = mean_average_precision(y_test, prob_test)
@@ -181,10 +182,8 @@ def main(argv=None):
     summary = {name: {key: result[key] for key in SUMMARY} for name, result in results.items()}
     save_model(model, path, {"task": "tags", "labels": tags, "backbone": args.backbone, "image_size": args.image_size,
                              "flip": True, "decoding": chosen, "thresholds": [float(t) for t in thresholds[chosen]],
-                             "exclusive_groups": [[tags[j] for j in group] for group in groups] if chosen == grouped
-                             else [],
-                             "group_softmax": [[tags[j] for j in group] for group in groups] if args.group_softmax
-                             else [],
+                             "exclusive_groups": group_names if chosen == grouped else [],
+                             "group_softmax": group_names if args.group_softmax else [],
                              "test_micro_f1": results[chosen]["micro_f1"]},
                run=record.finish(summary))
     print(tag_table.round(3).to_string(index=False, max_rows=40))

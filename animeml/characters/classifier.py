@@ -129,8 +129,7 @@ class GroupSoftmax(layers.Layer):
         self.groups = [[int(column) for column in group] for group in groups]
 
     def call(self, logits):
-        grouped = {column for group in self.groups for column in group}
-        others = [column for column in range(logits.shape[-1]) if column not in grouped]
+        others = ungrouped(self.groups, logits.shape[-1])
         parts = [ops.softmax(ops.take(logits, group, axis=-1), axis=-1) for group in self.groups]
         if others:
             parts.append(ops.sigmoid(ops.take(logits, others, axis=-1)))
@@ -141,11 +140,16 @@ class GroupSoftmax(layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+def ungrouped(groups, n_outputs):
+    """The columns of `n_outputs` in none of `groups`: the tags that keep a sigmoid."""
+    grouped = {column for group in groups for column in group}
+    return [column for column in range(n_outputs) if column not in grouped]
+
+
 def grouped_crossentropy(groups, n_outputs):
     """The loss of GroupSoftmax's probabilities: the cross-entropy of each group (one true tag of several) and the
     binary cross-entropy of every other tag, averaged over the groups and those tags."""
-    grouped = {column for group in groups for column in group}
-    others = [column for column in range(n_outputs) if column not in grouped]
+    others = ungrouped(groups, n_outputs)
 
     def loss(y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
