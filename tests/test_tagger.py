@@ -254,3 +254,22 @@ def test_group_softmax_sums_each_exclusive_group_to_one_and_survives_saving(tmp_
     expected = -(np.log(0.7) + np.log(0.3) + np.log(0.9)) / 3
     loss = grouped_crossentropy(groups, 6)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
     np.testing.assert_allclose(np.asarray(loss), [expected], rtol=1e-5)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.mkdir(), "is a folder"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00\x81" * 64), "cannot parse"),
+    (lambda p: None, "not found"),
+])
+def test_an_unusable_tags_split_or_labels_csv_is_one_error_naming_it(tmp_path, make, words):
+    from animeml.characters.classifier import read_image_labels, read_split_file
+
+    path = tmp_path / "given.csv"
+    make(path)
+    faces = pd.DataFrame({"path": [str(tmp_path / "a.png")]})
+    for read, what in ((read_tags_csv, "tags CSV"), (lambda p: read_split_file(p, faces), "split CSV"),
+                       (read_image_labels, "labels CSV")):
+        with pytest.raises(PipelineError, match=f"{what}.*{words}|{words} {what}") as err:
+            read(path)
+        assert str(path) in str(err.value)

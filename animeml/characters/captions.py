@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from animeml.core import paths, splits
-from animeml.core.io import PipelineError, atomic_path, write_csv, write_json
+from animeml.core.io import PipelineError, atomic_path, read_csv, write_csv, write_json
 
 CSV_NAME = "captions.csv"
 BLIP_NAME = "Salesforce/blip-image-captioning-base"
@@ -116,10 +116,7 @@ def _row_problem(data, i, check):
 
 
 def _read_csv_layout(csv_path):
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"cannot read {csv_path}: {str(err).splitlines()[0]}") from None
+    table = read_csv(csv_path, "captions CSV", dtype=str, keep_default_na=False)
     if not {"file", "caption"} <= set(table.columns):
         raise PipelineError(f"{csv_path} needs the columns file,caption; it has {', '.join(table.columns)}")
     root = csv_path.parent.resolve()

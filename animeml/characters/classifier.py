@@ -27,7 +27,7 @@ from animeml.core.backbones import LITE_VARIANTS, build_backbone, layer_output, 
 from animeml.core.faces import list_images
 from animeml.core.feature_cache import backbone_features
 from animeml.core.images import drop_unreadable, image_batch, image_dataset
-from animeml.core.io import PipelineError, atomic_path
+from animeml.core.io import PipelineError, atomic_path, read_csv
 from animeml.core.metrics import bootstrap_samples
 from animeml.core.multilabel import f1_from_counts
 
@@ -72,9 +72,7 @@ def read_split_file(path, table):
     """`file,character,split` rows (files relative to the CSV's folder) -> the split of each face of `table`
     (`path` column); every face must be listed, with a split of train or test."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"split CSV not found: {path}")
-    split = pd.read_csv(path, dtype=str)
+    split = read_csv(path, "split CSV", dtype=str)
     if not {"file", "split"} <= set(split.columns):
         raise PipelineError(f"{path} needs the columns file,split; it has {', '.join(split.columns)}")
     bad = sorted(set(split["split"]) - {"train", "test"})
@@ -427,9 +425,7 @@ def read_image_labels(path):
     """`file,character[,kind]` rows (as ../shared/data/characters/labels.csv) -> {image file name: character};
     with a `kind` column only the `illustration` rows."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"labels CSV not found: {path}")
-    table = pd.read_csv(path, dtype=str)
+    table = read_csv(path, "labels CSV", dtype=str)
     if not {"file", "character"} <= set(table.columns):
         raise PipelineError(f"{path} needs the columns file,character")
     if "kind" in table.columns:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from animeml.core.io import PipelineError
+from animeml.core.io import PipelineError, read_csv
 
 
 def split_tags(text, separator=","):
@@ -21,9 +21,7 @@ def split_tags(text, separator=","):
 def read_tags_csv(path, images_dir=None):
     """`file,tags` rows; `file` is relative to `images_dir` (default: the CSV's folder)."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"tags CSV not found: {path}")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_csv(path, "tags CSV", dtype=str, keep_default_na=False)
     if not {"file", "tags"} <= set(table.columns):
         raise PipelineError(f"{path} needs the columns file,tags; it has {', '.join(table.columns)}")
     root = Path(images_dir) if images_dir else path.parent

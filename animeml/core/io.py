@@ -34,6 +34,23 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def read_csv(path, what, **options):
+    """pd.read_csv(path, **options) of a CSV the user names (`what` says which, for the message); a missing, empty,
+    binary or unparsable file, or a folder, is one PipelineError naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **options)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{what} {path} is a folder, not a CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise PipelineError(f"{what} {path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise PipelineError(f"cannot parse {what} {path}: {str(err).splitlines()[0]}") from None
+
+
 def write_csv(df, path):
     """Write a DataFrame so that a crash never leaves a half-written CSV under `path`."""
     with atomic_path(path) as tmp:

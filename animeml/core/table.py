@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from animeml.core.io import PipelineError
+from animeml.core.io import PipelineError, read_csv
 from animeml.core.paths import ROOT
 
 KAGGLE_COLUMNS = [
@@ -30,17 +30,9 @@ POST_RELEASE_COLUMNS = ["post_members", "post_popularity", "post_rank", "post_fa
 
 
 def read_csv_file(path, what):
-    """A CSV as strings, `UNKNOWN` and empty as missing; a missing, empty, binary or folder path is a PipelineError."""
-    try:
-        return pd.read_csv(path, na_values=MISSING, keep_default_na=False, dtype=str)
-    except FileNotFoundError:
-        raise PipelineError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise PipelineError(f"{what} {path} is a folder, not a CSV file") from None
-    except pd.errors.EmptyDataError:
-        raise PipelineError(f"{what} {path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
-        raise PipelineError(f"cannot parse {what} {path}: {str(err).splitlines()[0]}") from None
+    """A CSV as strings, `UNKNOWN` and empty as missing; a missing, empty, binary or folder path is a PipelineError
+    (animeml.core.io.read_csv)."""
+    return read_csv(path, what, na_values=MISSING, keep_default_na=False, dtype=str)
 
 
 def whole_number(value):
