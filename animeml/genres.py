@@ -15,16 +15,18 @@ from sklearn.metrics import f1_score
 from animeml.core import store, trainer
 from animeml.core.backbones import BACKBONES, build_backbone
 from animeml.core.feature_cache import backbone_features
-from animeml.core.io import PipelineError
+from animeml.core.io import PipelineError, read_csv
 from animeml.core.images import drop_unreadable, image_batch, image_dataset
 from animeml.core.fields import split_list
 from animeml.core.multilabel import (bootstrap_interval, evaluate, most_frequent_labels, multi_hot, predict,
                                 tune_global_threshold, tune_thresholds)
 from animeml.core.paths import genres_dir
 from animeml.core.splits import SPLITS, load_or_make_split
+from animeml.core.table import check_ids
 
 PRETRAINED = tuple(name for name in BACKBONES if name != "small_cnn")  # ImageNet weights where available
 LOSSES = ("focal", "bce")
+CATALOG_COLUMNS = ("file", "anime_id", "title", "type", "genres")
 
 
 def labels_csv():
@@ -72,9 +74,10 @@ def label_posters(merged, n_genres, split_path, seed=42, val=0.15, test=0.15):
 def catalog_rows(catalog_csv, covers_dir, merged, table, genres):
     """Catalog covers as extra training rows. A cover is grouped with its anime (by anime_id, else by title);
     covers of an anime in the validation or test split are left out, so those splits stay unseen posters."""
-    catalog = pd.read_csv(catalog_csv, dtype={"genres": str})
+    catalog = read_csv(catalog_csv, "catalog covers CSV", CATALOG_COLUMNS, dtype=str, keep_default_na=False)
     id_of_title = {str(name).casefold(): anime_id for name, anime_id in zip(merged["name"], merged["anime_id"])}
-    matched = [a if pd.notna(a) else id_of_title.get(str(t).casefold()) for a, t in zip(catalog["anime_id"], catalog["title"])]
+    given = check_ids([a if a.strip() else None for a in catalog["anime_id"]], str(catalog_csv), empty=0)
+    matched = [int(a) if a else id_of_title.get(t.casefold()) for a, t in zip(given, catalog["title"])]
     held_out = set(table.loc[table["split"] != "train", "anime_id"])
     genre_lists = catalog["genres"].map(split_list).tolist()
     y = multi_hot(genre_lists, genres)

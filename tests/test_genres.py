@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from animeml.core.io import PipelineError
 from animeml.core.table import POST_RELEASE_COLUMNS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "GenreClassification"
@@ -28,7 +29,7 @@ def posters(tmp_path, monkeypatch):
     image_dir.mkdir()
     rows = []
     for i in range(48):
-        anime_id = i % 40
+        anime_id = i % 40 + 1  # MyAnimeList ids start at 1
         genres = [g for g in COLOURS if rng.random() < 0.45] or ["Red"]
         if i == 47:
             genres = ["Horror"]  # outside the vocabulary: dropped
@@ -80,6 +81,24 @@ def test_catalog_covers_never_enter_validation_or_test(posters, tmp_path):
     assert extra["image_path"].map(lambda p: Path(p).name).tolist() == ["b.jpg", "d.jpg"]
     assert (extra["split"] == "train").all() and extra[["Red", "Blue"]].iloc[1].tolist() == [1, 1]
 
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "catalog covers CSV .* is empty"),
+    ("file,anime_id,title,genres\na.jpg,1,x,Red\n", "required column\\(s\\) missing: type"),
+    ("file,anime_id,title,type,genres\na.jpg,1,x,TV,Red\nb.jpg,twelve,y,TV,Blue\n",
+     "anime_id 'twelve' \\(data row 2\\) is not a positive whole number"),
+])
+def test_an_unusable_catalog_covers_csv_is_one_error_naming_it(posters, tmp_path, text, message):
+    from animeml.core.table import read_merged
+    from animeml.genres import catalog_rows, label_posters
+
+    merged_csv, image_dir = posters
+    merged = read_merged(merged_csv)
+    table, genres = label_posters(merged, 3, tmp_path / "split.csv")
+    (tmp_path / "catalog.csv").write_text(text)
+    with pytest.raises(PipelineError, match=message):
+        catalog_rows(tmp_path / "catalog.csv", image_dir, merged, table, genres)
 
 def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, capsys):
     merged_csv, image_dir = posters

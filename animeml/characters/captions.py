@@ -116,9 +116,7 @@ def _row_problem(data, i, check):
 
 
 def _read_csv_layout(csv_path):
-    table = read_csv(csv_path, "captions CSV", dtype=str, keep_default_na=False)
-    if not {"file", "caption"} <= set(table.columns):
-        raise PipelineError(f"{csv_path} needs the columns file,caption; it has {', '.join(table.columns)}")
+    table = read_csv(csv_path, "captions CSV", ("file", "caption"), dtype=str, keep_default_na=False)
     root = csv_path.parent.resolve()
 
     def fetch(i):

@@ -72,9 +72,7 @@ def read_split_file(path, table):
     """`file,character,split` rows (files relative to the CSV's folder) -> the split of each face of `table`
     (`path` column); every face must be listed, with a split of train or test."""
     path = Path(path)
-    split = read_csv(path, "split CSV", dtype=str)
-    if not {"file", "split"} <= set(split.columns):
-        raise PipelineError(f"{path} needs the columns file,split; it has {', '.join(split.columns)}")
+    split = read_csv(path, "split CSV", ("file", "split"), dtype=str)
     bad = sorted(set(split["split"]) - {"train", "test"})
     if bad:
         raise PipelineError(f"{path}: split must be train or test, not {', '.join(map(str, bad))}")
@@ -425,9 +423,7 @@ def read_image_labels(path):
     """`file,character[,kind]` rows (as ../shared/data/characters/labels.csv) -> {image file name: character};
     with a `kind` column only the `illustration` rows."""
     path = Path(path)
-    table = read_csv(path, "labels CSV", dtype=str)
-    if not {"file", "character"} <= set(table.columns):
-        raise PipelineError(f"{path} needs the columns file,character")
+    table = read_csv(path, "labels CSV", ("file", "character"), dtype=str)
     if "kind" in table.columns:
         table = table[table["kind"] == "illustration"]
     return dict(zip(table["file"].map(lambda file: Path(file).name), table["character"]))

@@ -21,9 +21,7 @@ def split_tags(text, separator=","):
 def read_tags_csv(path, images_dir=None):
     """`file,tags` rows; `file` is relative to `images_dir` (default: the CSV's folder)."""
     path = Path(path)
-    table = read_csv(path, "tags CSV", dtype=str, keep_default_na=False)
-    if not {"file", "tags"} <= set(table.columns):
-        raise PipelineError(f"{path} needs the columns file,tags; it has {', '.join(table.columns)}")
+    table = read_csv(path, "tags CSV", ("file", "tags"), dtype=str, keep_default_na=False)
     root = Path(images_dir) if images_dir else path.parent
     return _readable(pd.DataFrame({"path": [str(root / file) for file in table["file"]],
                                    "tags": [split_tags(tags) for tags in table["tags"]]}), path)

@@ -34,13 +34,13 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def read_csv(path, what, **options):
+def read_csv(path, what, columns=(), **options):
     """pd.read_csv(path, **options) of a CSV the user names (`what` says which, for the message); a missing, empty,
-    binary or unparsable file, or a folder, is one PipelineError naming it."""
+    binary or unparsable file, a folder, or a file without one of `columns` is one PipelineError naming it."""
     import pandas as pd
 
     try:
-        return pd.read_csv(path, **options)
+        table = pd.read_csv(path, **options)
     except FileNotFoundError:
         raise PipelineError(f"{what} not found: {path}") from None
     except IsADirectoryError:
@@ -49,6 +49,11 @@ def read_csv(path, what, **options):
         raise PipelineError(f"{what} {path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
         raise PipelineError(f"cannot parse {what} {path}: {str(err).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise PipelineError(f"{what} {path}: required column(s) missing: {', '.join(missing)} "
+                            f"(it has: {', '.join(map(str, table.columns))})")
+    return table
 
 
 def write_csv(df, path):

@@ -29,10 +29,10 @@ INDEX_COLUMNS = ["file", "anime_id", "source"]
 POST_RELEASE_COLUMNS = ["post_members", "post_popularity", "post_rank", "post_favorites", "post_scored_by"]
 
 
-def read_csv_file(path, what):
-    """A CSV as strings, `UNKNOWN` and empty as missing; a missing, empty, binary or folder path is a PipelineError
-    (animeml.core.io.read_csv)."""
-    return read_csv(path, what, na_values=MISSING, keep_default_na=False, dtype=str)
+def read_csv_file(path, what, columns=()):
+    """A CSV as strings, `UNKNOWN` and empty as missing; a missing, empty, binary or folder path, or one without
+    one of `columns`, is a PipelineError (animeml.core.io.read_csv)."""
+    return read_csv(path, what, columns, na_values=MISSING, keep_default_na=False, dtype=str)
 
 
 def whole_number(value):
@@ -49,11 +49,15 @@ def whole_number(value):
     return None
 
 
-def check_ids(values, where):
-    """`anime_id` values as int64: each a positive whole number that fits, else a PipelineError naming the row."""
+def check_ids(values, where, empty=None):
+    """`anime_id` values as int64: each a positive whole number that fits, else a PipelineError naming the row; an
+    empty value is an error too, or becomes `empty` when that is given."""
     ids = []
     for row, value in enumerate(values, 1):
         if value is None or (isinstance(value, float) and np.isnan(value)):
+            if empty is not None:
+                ids.append(empty)
+                continue
             raise PipelineError(f"{where}: anime_id is empty (data row {row})")
         number = whole_number(value)
         if number is None or not 1 <= number <= INT64_MAX:
@@ -131,10 +135,7 @@ def read_kaggle_csv(path, required=REQUIRED_COLUMNS, drop_duplicates=False):
     """Read and check (`check_kaggle`) a table in the Kaggle 2023 layout, `UNKNOWN` as missing; a malformed file
     or one without a `required` column raises PipelineError (new anime have no Score yet: pass the columns a
     caller really needs)."""
-    df = read_csv_file(path, "metadata file")
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise PipelineError(f"{path}: required column(s) missing: {', '.join(missing)}")
+    df = read_csv_file(path, "metadata file", required)
     return check_kaggle(df, str(path), drop_duplicates)
 
 
@@ -142,10 +143,7 @@ def read_poster_index(path):
     """A posters index (file, anime_id[, source]) checked: a missing or empty file, a folder, a missing column,
     an empty file name, a bad id or a file listed twice is a PipelineError naming it."""
     path = Path(path)
-    index = read_csv_file(path, "posters index")
-    missing = [c for c in ("file", "anime_id") if c not in index.columns]
-    if missing:
-        raise PipelineError(f"{path}: required column(s) missing: {', '.join(missing)}")
+    index = read_csv_file(path, "posters index", ("file", "anime_id"))
     if index["file"].isna().any():
         raise PipelineError(f"{path}: empty file name (data row {first_row(index['file'].isna()) + 1})")
     index["anime_id"] = check_ids(index["anime_id"], str(path))

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from animeml.core import paths
 from animeml.core.embeddings import embed_texts
-from animeml.core.io import PipelineError, atomic_path, read_cache, write_csv
+from animeml.core.io import PipelineError, atomic_path, read_cache, read_csv, write_csv
 from animeml.core.splits import connected_groups, grouped_split
 
 CHARACTER_COLUMNS = ["anime_id", "character_id", "name", "role", "about", "image_url"]
@@ -172,15 +172,8 @@ def _is_id(value):
 
 def read_characters_csv(path):
     """A characters CSV (CHARACTER_COLUMNS; more columns are kept) with typed ids and blank text as missing."""
-    try:
-        table = pd.read_csv(path, dtype={"name": str, "role": str, "about": str, "image_url": str})
-    except FileNotFoundError:
-        raise PipelineError(f"characters file not found: {path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise PipelineError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
-    missing = [c for c in CHARACTER_COLUMNS if c not in table.columns]
-    if missing:
-        raise PipelineError(f"{path}: required column(s) missing: {', '.join(missing)}")
+    table = read_csv(path, "characters file", CHARACTER_COLUMNS,
+                     dtype={"name": str, "role": str, "about": str, "image_url": str})
     for column in ("anime_id", "character_id"):
         numbers = pd.to_numeric(table[column], errors="coerce")
         if numbers.isna().any() or (numbers % 1 != 0).any():
