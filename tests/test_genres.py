@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from script_runs import assert_one_error_line, run_script as run_in_process
 
 from animeml.core.io import PipelineError
 from animeml.core.table import POST_RELEASE_COLUMNS
@@ -143,3 +144,23 @@ def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, c
         run_script("predict_genres.py", "--images", few, "--out", tmp_path / "x.csv", "--model", tmp_path / "no.h5",
                    monkeypatch=monkeypatch)
     assert exit_info.value.code == 2 and "no.h5 not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "merged table"),
+    ("anime_id,name\n1,x\n", "required column(s) missing: image_path"),
+])
+def test_an_unusable_merged_table_is_one_error_line(tmp_path, monkeypatch, text, words):
+    monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "merged.csv").write_text(text)
+    status, _, err = run_in_process("GenreClassification/01_make_labels.py", "--merged", tmp_path / "merged.csv")
+    assert_one_error_line(status, err, words)
+    assert not (tmp_path / "data" / "genres").exists()
+
+
+def test_a_saved_split_file_without_its_columns_is_one_error(tmp_path):
+    from animeml.core.splits import load_or_make_split
+
+    (tmp_path / "split.csv").write_text("anime_id,part\n1,train\n")
+    with pytest.raises(PipelineError, match="split file .* required column\\(s\\) missing: group, split"):
+        load_or_make_split(tmp_path / "split.csv", np.arange(1, 5))

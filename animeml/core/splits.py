@@ -6,7 +6,7 @@ rows of one group (all posters of one anime) never land in two splits.
 import numpy as np
 import pandas as pd
 
-from animeml.core.io import PipelineError, write_csv
+from animeml.core.io import PipelineError, read_csv, write_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -49,7 +49,7 @@ def load_or_make_split(path, groups, **kwargs):
     test set never changes once written. Returns an array of split names aligned with `groups`."""
     groups = pd.Series(np.asarray(groups))
     if path.exists():
-        table = pd.read_csv(path, dtype={"group": groups.dtype})
+        table = read_csv(path, "split file", ("group", "split"), dtype={"group": groups.dtype})
     else:
         table = assign_groups(groups, **kwargs)
         write_csv(table, path)

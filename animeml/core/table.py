@@ -246,7 +246,8 @@ def merge_posters(raw_csv, posters_dir):
 
 def read_merged(path):
     """Read `ani_data_merged.csv` back with absolute image paths and typed columns."""
-    df = pd.read_csv(path, dtype={"synopsis": str, "genres": str})
+    df = read_csv(path, "merged table", ("anime_id", "image_path", "episodes", *POST_RELEASE_COLUMNS),
+                  dtype={"synopsis": str, "genres": str})
     df["image_path"] = [str(ROOT / p) for p in df["image_path"]]
     for col in ["episodes"] + POST_RELEASE_COLUMNS:
         df[col] = df[col].astype("Int64")
