@@ -208,7 +208,7 @@ def main(argv=None):
         path = store.model_file(name, backbone)
         members = [train(backbone, part["train"], part["val"], len(names), args.seed + member,
                          path.with_suffix(f".backup{member or ''}")) for member in range(args.members)]
-        model = average_models(members, f"{backbone}_ensemble") if len(members) > 1 else members[0]
+        model = average_models(members, f"{backbone}_ensemble")
         val_probabilities, probabilities = (predict_images(model, list(paths), image_size, flip=True)
                                             for paths in (val_paths, test_paths))
         row = {"model": backbone, **scores_with_intervals(test_y, probabilities)}

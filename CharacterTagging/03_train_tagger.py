@@ -134,7 +134,7 @@ def main(argv=None):
         backup_dir=path.with_suffix(f".backup{member or ''}"), resume=args.resume,
         train_from=resolve_train_from(args.backbone, args.train_from),
         exclusive_groups=groups if args.group_softmax else ())[0] for member in range(args.members)]
-    model = average_models(members, f"tags_{args.backbone}_ensemble") if len(members) > 1 else members[0]
+    model = average_models(members, f"tags_{args.backbone}_ensemble")
     (val_paths, y_val), (test_paths, y_test) = part["val"], part["test"]
     # Flip-averaged, as tag_images.py predicts with this model, so the thresholds fit what prediction sees.
     prob_val, prob_test = (predict_images(model, list(paths), args.image_size, flip=True)

@@ -300,7 +300,10 @@ def train_classifier(backbone_name, n_outputs, train, val, image_size, multi_lab
 
 def average_models(models, name):
     """One model whose output is the mean of the outputs of `models` (an ensemble of classifiers trained with
-    different seeds; each member keeps its own backbone and head, nested as `member_<i>`)."""
+    different seeds; each member keeps its own backbone and head, nested as `member_<i>`); one model is returned
+    as it is."""
+    if len(models) == 1:
+        return models[0]
     members = [keras.Model(model.input, model.output, name=f"member_{i}") for i, model in enumerate(models)]
     image = keras.Input(models[0].input.shape[1:], name="image")
     return keras.Model(image, layers.Average(name="average")([member(image) for member in members]), name=name)
