@@ -35,19 +35,18 @@ def main(argv=None):
     from animeml.core.io import PipelineError, write_csv, write_json
     from animeml.core.runs import RunRecord
     from animeml.core.table import read_merged
-    from animeml.genres import catalog_rows, label_posters, labels_csv, split_counts, vocabulary_json
+    from animeml.genres import catalog_rows, label_posters, read_catalog, labels_csv, split_counts, vocabulary_json
 
     if not args.merged.exists():
         raise PipelineError(f"{args.merged} not found: run step 03 (03_merge_data.py) first")
     catalog_csv = args.catalog_covers and args.catalog_covers / "catalog_covers.csv"
-    if catalog_csv and not catalog_csv.exists():
-        raise PipelineError(f"{catalog_csv} not found")
     inputs = {"merged": args.merged, **({"catalog_covers": catalog_csv} if catalog_csv else {})}
     record = RunRecord("genres/01_make_labels", cli.settings_of(args), inputs=inputs)
     merged = read_merged(args.merged)
+    catalog = read_catalog(catalog_csv) if catalog_csv else None  # checked before the split file is written
     table, genres = label_posters(merged, args.top, paths.genres_dir() / "split.csv", seed=args.seed)
-    if catalog_csv:
-        table = pd.concat([table, catalog_rows(catalog_csv, args.catalog_covers / "catalog_covers", merged, table,
+    if catalog is not None:
+        table = pd.concat([table, catalog_rows(catalog, args.catalog_covers / "catalog_covers", merged, table,
                                                genres)], ignore_index=True)
     if args.types:
         table = table[table["type"].isin(args.types)].reset_index(drop=True)

@@ -71,13 +71,19 @@ def label_posters(merged, n_genres, split_path, seed=42, val=0.15, test=0.15):
     return pd.concat([table, pd.DataFrame(y, columns=genres)], axis=1), genres
 
 
-def catalog_rows(catalog_csv, covers_dir, merged, table, genres):
-    """Catalog covers as extra training rows. A cover is grouped with its anime (by anime_id, else by title);
-    covers of an anime in the validation or test split are left out, so those splits stay unseen posters."""
+def read_catalog(catalog_csv):
+    """A catalog covers CSV (CATALOG_COLUMNS) as text, its anime_id checked: a positive whole number, or 0 where
+    blank (catalog_rows matches those by title)."""
     catalog = read_csv(catalog_csv, "catalog covers CSV", CATALOG_COLUMNS, dtype=str, keep_default_na=False)
+    catalog["anime_id"] = check_ids([a if a.strip() else None for a in catalog["anime_id"]], str(catalog_csv), empty=0)
+    return catalog
+
+
+def catalog_rows(catalog, covers_dir, merged, table, genres):
+    """Catalog covers (read_catalog) as extra training rows. A cover is grouped with its anime (by anime_id, else by
+    title); covers of an anime in the validation or test split are left out, so those splits stay unseen posters."""
     id_of_title = {str(name).casefold(): anime_id for name, anime_id in zip(merged["name"], merged["anime_id"])}
-    given = check_ids([a if a.strip() else None for a in catalog["anime_id"]], str(catalog_csv), empty=0)
-    matched = [int(a) if a else id_of_title.get(t.casefold()) for a, t in zip(given, catalog["title"])]
+    matched = [int(a) if a else id_of_title.get(t.casefold()) for a, t in zip(catalog["anime_id"], catalog["title"])]
     held_out = set(table.loc[table["split"] != "train", "anime_id"])
     genre_lists = catalog["genres"].map(split_list).tolist()
     y = multi_hot(genre_lists, genres)

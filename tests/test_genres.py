@@ -65,7 +65,7 @@ def test_labels_split_by_anime_with_counts(posters, monkeypatch, tmp_path):
 
 
 def test_catalog_covers_never_enter_validation_or_test(posters, tmp_path):
-    from animeml.genres import catalog_rows, label_posters
+    from animeml.genres import catalog_rows, label_posters, read_catalog
     from animeml.core.table import read_merged
 
     merged_csv, image_dir = posters
@@ -78,28 +78,28 @@ def test_catalog_covers_never_enter_validation_or_test(posters, tmp_path):
                             "title": ["x", "y", f"anime {held_out}", "new title"],
                             "genres": ["Red", "Blue", "Green", "Red, Blue"], "type": "TV"})
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
-    extra = catalog_rows(tmp_path / "catalog.csv", image_dir, merged, table, genres)
+    extra = catalog_rows(read_catalog(tmp_path / "catalog.csv"), image_dir, merged, table, genres)
     assert extra["image_path"].map(lambda p: Path(p).name).tolist() == ["b.jpg", "d.jpg"]
     assert (extra["split"] == "train").all() and extra[["Red", "Blue"]].iloc[1].tolist() == [1, 1]
 
 
-
-@pytest.mark.parametrize("text, message", [
-    ("", "catalog covers CSV .* is empty"),
-    ("file,anime_id,title,genres\na.jpg,1,x,Red\n", "required column\\(s\\) missing: type"),
+@pytest.mark.parametrize("text, words", [
+    (None, ["catalog covers CSV not found"]),
+    ("", ["catalog covers CSV", "is empty"]),
+    ("file,anime_id,title,genres\na.jpg,1,x,Red\n", ["required column(s) missing: type"]),
     ("file,anime_id,title,type,genres\na.jpg,1,x,TV,Red\nb.jpg,twelve,y,TV,Blue\n",
-     "anime_id 'twelve' \\(data row 2\\) is not a positive whole number"),
+     ["anime_id 'twelve' (data row 2) is not a positive whole number"]),
 ])
-def test_an_unusable_catalog_covers_csv_is_one_error_naming_it(posters, tmp_path, text, message):
-    from animeml.core.table import read_merged
-    from animeml.genres import catalog_rows, label_posters
+def test_an_unusable_catalog_covers_csv_is_one_error_line_and_writes_nothing(posters, tmp_path, text, words):
+    merged_csv, _ = posters
+    (tmp_path / "covers").mkdir()
+    if text is not None:
+        (tmp_path / "covers" / "catalog_covers.csv").write_text(text)
+    status, _, err = run_in_process("GenreClassification/01_make_labels.py", "--merged", merged_csv,
+                                    "--catalog-covers", tmp_path / "covers")
+    assert_one_error_line(status, err, *words)
+    assert not (tmp_path / "data" / "genres").exists()  # not even the split file
 
-    merged_csv, image_dir = posters
-    merged = read_merged(merged_csv)
-    table, genres = label_posters(merged, 3, tmp_path / "split.csv")
-    (tmp_path / "catalog.csv").write_text(text)
-    with pytest.raises(PipelineError, match=message):
-        catalog_rows(tmp_path / "catalog.csv", image_dir, merged, table, genres)
 
 def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, capsys):
     merged_csv, image_dir = posters
@@ -147,14 +147,14 @@ def test_train_evaluate_and_predict_end_to_end(posters, monkeypatch, tmp_path, c
 
 
 @pytest.mark.parametrize("text, words", [
-    ("", "merged table"),
-    ("anime_id,name\n1,x\n", "required column(s) missing: image_path"),
+    ("", ["merged table", "is empty"]),
+    ("anime_id,name\n1,x\n", ["required column(s) missing: image_path"]),
 ])
 def test_an_unusable_merged_table_is_one_error_line(tmp_path, monkeypatch, text, words):
     monkeypatch.setenv("ANIMEML_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "merged.csv").write_text(text)
     status, _, err = run_in_process("GenreClassification/01_make_labels.py", "--merged", tmp_path / "merged.csv")
-    assert_one_error_line(status, err, words)
+    assert_one_error_line(status, err, *words)
     assert not (tmp_path / "data" / "genres").exists()
 
 
